@@ -1,0 +1,3 @@
+from nbp_mlx.cli import main
+
+raise SystemExit(main())
