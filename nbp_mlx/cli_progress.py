@@ -60,7 +60,7 @@ class CliTrainingObserver(TrainingObserver):
     def on_event(self, event: TrainEvent) -> None:
         if event.kind == "plan":
             self._bar = RichBar(
-                TextColumn(_("training")), BarColumn(), MofNCompleteColumn(), TextColumn(_("ETA {eta}"), style="dim"),
+                TextColumn(_("training")), BarColumn(), MofNCompleteColumn(), TextColumn(_("ETA") + " {task.fields[eta]}", style="dim"),
                 console=self.console,
             )
             self._bar.start()

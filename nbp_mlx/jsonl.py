@@ -60,7 +60,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise DataFormatError(path, line, _("invalid UTF-8 at byte {offset}; re-save the file as UTF-8").format(offset=error.start)) from None
+        raise DataFormatError(path, line, _("invalid UTF-8 at byte offset {offset}; re-save the file as UTF-8").format(offset=error.start)) from None
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
