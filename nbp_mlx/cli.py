@@ -328,13 +328,13 @@ def _run_tui(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         reexec_with_openblas()
+    # --lang is read first, so that --help and usage errors already use that language.
+    language_parser = argparse.ArgumentParser(add_help=False)
+    language_parser.add_argument("--lang", choices=["zh", "en"])
+    known, _rest = language_parser.parse_known_args(argv)
+    i18n.set_language(known.lang)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.lang:
-        i18n.set_language(args.lang)
-        # Rebuild so that --help and argparse errors after this point use the chosen language.
-        parser = build_parser()
-        args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -67,7 +67,16 @@ def set_language(value: str | None) -> str:
             DOMAIN, localedir=str(LOCALE_DIR), languages=[language], fallback=True
         )
     _language = language
+    _bind_global_domain(language)
     return language
+
+
+def _bind_global_domain(language: str) -> None:
+    """Let argparse, which translates through the global gettext domain, use this catalog."""
+    gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
+    gettext.textdomain(DOMAIN)
+    # The global functions pick the language from the environment on every call.
+    os.environ["LANGUAGE"] = language
 
 
 def current_language() -> str:
