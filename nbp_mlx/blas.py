@@ -84,12 +84,13 @@ def reexec_with_openblas() -> None:
     os.execve(sys.executable, [sys.executable, *argv[1:]], environment)
 
 
-def log_preload_status() -> None:
-    """Log the one line that says the process runs with OpenBLAS preloaded."""
+def preload_status_message() -> str | None:
+    """Return the one line that says the process runs with OpenBLAS preloaded, or ``None``."""
+    from .i18n import _
+
     library = os.environ.get(MARKER_ENV)
-    if library:
-        logger.info(
-            "Preloaded OpenBLAS (%s) in place of mlx's reference BLAS; set %s=1 to turn this off.",
-            library,
-            OPT_OUT_ENV,
-        )
+    if not library:
+        return None
+    return _("Preloaded OpenBLAS ({library}) in place of mlx's reference BLAS; set {variable}=1 to turn this off.").format(
+        library=library, variable=OPT_OUT_ENV
+    )

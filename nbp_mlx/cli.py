@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, i18n
-from .blas import log_preload_status, reexec_with_openblas
+from .blas import preload_status_message, reexec_with_openblas
 from .errors import NbpError
 from .i18n import _
 
@@ -106,6 +106,7 @@ def _add_generate_command(commands) -> None:
     generate.add_argument("--top-p", type=float, default=0.9, help=_("nucleus sampling probability mass, in (0, 1] (default: %(default)s)"))
     generate.add_argument("--max-tokens", type=int, default=2048, help=_("maximum new tokens (default: %(default)s)"))
     generate.add_argument("--seed", type=int, help=_("random seed for reproducible sampling"))
+    generate.add_argument("--repetition-penalty", type=float, help=_("penalty for tokens repeated within the last 64 tokens, e.g. 1.1 (default: off)"))
     generate.set_defaults(handler=_run_generate)
 
 
@@ -269,7 +270,10 @@ def _run_generate(args) -> int:
     if model is None and args.adapter:
         model = adapter_base_model(Path(args.adapter))
     model = model or "bundled"
-    settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
+    settings = GenerationSettings(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+    )
     settings.validate()
     loaded = load_model(model, adapter=args.adapter, progress=RichProgress())
     stderr_console.print(_("model {model} on {device}").format(model=model, device=device_label()), style="dim")
@@ -278,7 +282,22 @@ def _run_generate(args) -> int:
         write_stdout(chunk)
     write_stdout("\n")
     _print_generation_stats(stats, stderr_console)
+    if args.format == "json":
+        report_json_validity(stats.text, stderr_console)
     return 0
+
+
+def report_json_validity(text: str, console) -> None:
+    """Say whether a JSON prompt parses, and whether closing a truncated structure fixes it."""
+    from .json_repair import repair_json
+
+    result = repair_json(text)
+    if result.ok and not result.actions:
+        console.print(_("valid JSON"), style="green")
+    elif result.ok:
+        console.print(_("the JSON output does not parse as generated; it parses after repair ({actions})").format(actions="; ".join(result.actions)), style="yellow")
+    else:
+        console.print(_("the JSON output does not parse, and closing the truncated structure does not fix it"), style="red")
 
 
 def _print_generation_stats(stats, console) -> None:
@@ -335,10 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     i18n.set_language(known.lang)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    log_preload_status()
+    preload_message = preload_status_message()
+    if preload_message:
+        from .cli_progress import stderr_console
+
+        stderr_console.print(preload_message, style="dim", markup=False, highlight=False)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

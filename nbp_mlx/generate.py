@@ -27,12 +27,15 @@ class GenerationSettings:
     top_p: float = 0.9
     max_tokens: int = 2048
     seed: int | None = None
+    repetition_penalty: float | None = None  # mlx-lm's penalty over the last 64 tokens; None or 1.0 is off
 
     def validate(self) -> None:
         if self.temperature < 0:
             raise GenerationError(_("--temperature must be 0 or more, got {value}").format(value=self.temperature))
         if not 0 < self.top_p <= 1:
             raise GenerationError(_("--top-p must be in (0, 1], got {value}").format(value=self.top_p))
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise GenerationError(_("--repetition-penalty must be positive, got {value}").format(value=self.repetition_penalty))
         if self.max_tokens < 1:
             raise GenerationError(_("--max-tokens must be at least 1, got {value}").format(value=self.max_tokens))
 
@@ -108,7 +111,7 @@ def stream_generate(
     cancel from the TUI).
     """
     from mlx_lm.generate import stream_generate as mlx_stream_generate
-    from mlx_lm.sample_utils import make_sampler
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     settings = settings or GenerationSettings()
     settings.validate()
@@ -122,13 +125,17 @@ def stream_generate(
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     sampler = make_sampler(temp=settings.temperature, top_p=settings.top_p if settings.temperature > 0 else 0.0)
+    processors = None
+    if settings.repetition_penalty and settings.repetition_penalty != 1.0:
+        processors = make_logits_processors(repetition_penalty=settings.repetition_penalty, repetition_context_size=64)
     decoder = IncrementalDecoder(tokenizer)
     eos_ids = set(tokenizer.eos_token_ids)
 
     started = time.perf_counter()
     first_token_at: float | None = None
     for response in mlx_stream_generate(
-        loaded.model, tokenizer, mx.array(prompt_ids), max_tokens=settings.max_tokens, sampler=sampler
+        loaded.model, tokenizer, mx.array(prompt_ids), max_tokens=settings.max_tokens, sampler=sampler,
+        logits_processors=processors,
     ):
         token = int(response.token)
         if response.finish_reason == "stop" or token in eos_ids:
