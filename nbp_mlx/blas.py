@@ -85,7 +85,7 @@ def reexec_with_openblas() -> None:
 
 
 def preload_status_message() -> str | None:
-    """Return the one line that says the process runs with OpenBLAS preloaded, or ``None``."""
+    """Return the log line reporting that OpenBLAS is preloaded, or ``None`` when it is not."""
     from .i18n import _
 
     library = os.environ.get(MARKER_ENV)
