@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, Te
 from .i18n import _
 from .train import TrainEvent, TrainingObserver, eta_text
 
-stderr_console = Console(stderr=True, highlight=False)
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RichProgress:

@@ -67,9 +67,11 @@ class IncrementalDecoder:
     is exact for byte-level BPE. Special tokens are skipped.
     """
 
-    # A UTF-8 character has at most 4 bytes, so a longer run that still ends in
-    # U+FFFD is invalid output rather than an incomplete character.
-    MAX_PENDING = 4
+    # A character has at most 4 UTF-8 bytes, but the tokens that carry them may
+    # also carry the bytes of the next incomplete character. A run of this many
+    # tokens that still ends in U+FFFD is taken to be invalid output, and the
+    # replacement characters are dropped.
+    MAX_PENDING = 16
 
     def __init__(self, tokenizer):
         self._tokenizer = tokenizer
