@@ -75,6 +75,10 @@ def _add_data_commands(commands) -> None:
     prepare.add_argument("--batch-size", type=int, help=_("training batch size, in samples; each split needs at least one batch (default: 2)"))
     prepare.set_defaults(handler=_run_data_prepare)
 
+    from .cli_datagen import register as register_datagen
+
+    register_datagen(data_commands)
+
 
 def _add_train_command(commands) -> None:
     train = commands.add_parser(
@@ -355,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "huggingface_hub", "filelock"):
+    for noisy in ("httpx", "httpx2", "anthropic", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     preload_message = preload_status_message()
     if preload_message:
