@@ -145,7 +145,6 @@ def _run_data_prepare(args) -> int:
     from .cli_progress import RichProgress, stderr_console
     from .config import load_config
     from .dataset import prepare_dataset
-    from .models.resolve import resolve_model
 
     model, out_dir, max_len, batch = "bundled", "data/dataset", 2048, 2
     if args.config:
@@ -195,7 +194,7 @@ def _print_prepare_report(report, console) -> None:
 
 
 def _run_train(args) -> int:
-    from .cli_progress import CliTrainingObserver, RichProgress, print_rows, stderr_console
+    from .cli_progress import CliTrainingObserver, RichProgress, stderr_console
     from .config import load_config
     from .train import train
 

@@ -131,7 +131,7 @@ def train(
     """
     from mlx_lm.tuner import trainer as mlx_trainer
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
-    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers, load_adapters
+    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 
     observer = observer or TrainingObserver()
     stop = stop or StopFlag()
