@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_command(commands)
     _add_model_command(commands)
 
+    from .cli_export import register as register_export
+
+    register_export(commands)
+
     quickstart = commands.add_parser(
         "quickstart",
         help=_("run the whole path on the bundled model and the sample data: prepare, a short training run, generation"),
@@ -111,7 +115,10 @@ def _add_generate_command(commands) -> None:
     generate.add_argument("--max-tokens", type=int, default=2048, help=_("maximum new tokens (default: %(default)s)"))
     generate.add_argument("--seed", type=int, help=_("random seed for reproducible sampling"))
     generate.add_argument("--repetition-penalty", type=float, help=_("penalty for tokens repeated within the last 64 tokens, e.g. 1.1 (default: off)"))
-    generate.set_defaults(handler=_run_generate)
+    from .cli_export import add_backend_options, run_generate_with_backend
+
+    add_backend_options(generate)
+    generate.set_defaults(handler=run_generate_with_backend)
 
 
 def _add_model_command(commands) -> None:
@@ -261,32 +268,6 @@ def _model_layer_count(model: str) -> int:
 
 def _print_plan(config) -> int:
     _print_plan_rows(config, 0)
-    return 0
-
-
-def _run_generate(args) -> int:
-    from .cli_progress import RichProgress, stderr_console, write_stdout
-    from .generate import GenerationSettings, GenerationStats, stream_generate
-    from .models.loading import adapter_base_model, device_label, load_model
-
-    model = args.model
-    if model is None and args.adapter:
-        model = adapter_base_model(Path(args.adapter))
-    model = model or "bundled"
-    settings = GenerationSettings(
-        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
-        repetition_penalty=args.repetition_penalty,
-    )
-    settings.validate()
-    loaded = load_model(model, adapter=args.adapter, progress=RichProgress())
-    stderr_console.print(_("model {model} on {device}").format(model=model, device=device_label()), style="dim")
-    stats = GenerationStats()
-    for chunk in stream_generate(loaded, args.description, args.format, settings, stats):
-        write_stdout(chunk)
-    write_stdout("\n")
-    _print_generation_stats(stats, stderr_console)
-    if args.format == "json":
-        report_json_validity(stats.text, stderr_console)
     return 0
 
 
