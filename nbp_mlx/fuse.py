@@ -275,6 +275,9 @@ def _apply_adapter(loaded: LoadedModel, adapter: Path, adapter_config: dict) -> 
                 ).format(path=adapter_file, name=name, shape=tuple(value.shape), expected=found)
             )
     loaded.model.load_weights(list(weights.items()), strict=False)
+    # New LoRA layers start in training mode, where their dropout would make
+    # every comparison random.
+    loaded.model.eval()
     mx.eval(loaded.model.parameters())
     loaded.adapter = adapter
 

@@ -36,7 +36,8 @@ from nbp_mlx.prompts import SYSTEM_PROMPT, build_messages, render_instruction
 from tiny_model import build_tiny_model
 
 WEIGHT_SCALE = 4.0
-LORA_PARAMETERS = {"rank": 8, "scale": 2.0, "dropout": 0.0}
+# The design dropout: fuse and check must switch the LoRA layers to inference mode.
+LORA_PARAMETERS = {"rank": 8, "scale": 2.0, "dropout": 0.05}
 DESCRIPTION = "霓虹街头的赛博朋克女孩，雨夜，电影感"
 
 

@@ -158,7 +158,8 @@ class LlamaCppBackend:
             top_p=settings.top_p if settings.temperature > 0 else 1.0,
             top_k=0,
             min_p=0.0,
-            repeat_penalty=1.0,
+            # llama.cpp penalizes the last 64 tokens by default, the same window as the MLX path.
+            repeat_penalty=settings.repetition_penalty or 1.0,
         )
         for token in generator:
             if token in self.stop_ids:

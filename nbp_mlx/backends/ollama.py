@@ -117,6 +117,8 @@ class OllamaBackend:
         if not description.strip():
             raise BackendError(_("the description is empty; type a short Chinese description of the image"))
         options = {"temperature": settings.temperature, "top_p": settings.top_p, "num_predict": settings.max_tokens}
+        if settings.repetition_penalty:
+            options.update(repeat_penalty=settings.repetition_penalty, repeat_last_n=64)
         if settings.seed is not None:
             options["seed"] = settings.seed
         # The system prompt is sent explicitly, so a Modelfile without SYSTEM still renders the training prompt.
