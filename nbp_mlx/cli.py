@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--work-dir", default="runs/quickstart", help=_("folder for the quickstart's files (default: %(default)s)"))
     quickstart.add_argument("--max-steps", type=int, default=None, help=_("optimizer updates to train (default: sized to finish in about 15 minutes on a 2-core CPU)"))
     quickstart.add_argument("--max-tokens", type=int, default=600, help=_("maximum new tokens per generated prompt (default: %(default)s)"))
+    quickstart.add_argument("--model", default="bundled", help=_("base model to fine-tune (default: %(default)s)"))
     quickstart.set_defaults(handler=_run_quickstart)
 
     tui = commands.add_parser("tui", help=_("open the terminal app"), description=_("Open the Textual terminal app."))
@@ -315,7 +316,7 @@ def _run_model(args) -> int:
 def _run_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
-    return run_quickstart(work_dir=Path(args.work_dir), max_steps=args.max_steps, max_tokens=args.max_tokens)
+    return run_quickstart(work_dir=Path(args.work_dir), max_steps=args.max_steps, max_tokens=args.max_tokens, model=args.model)
 
 
 def _run_tui(args) -> int:

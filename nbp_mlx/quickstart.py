@@ -23,7 +23,7 @@ DESCRIPTION = "霓虹街头的赛博朋克女孩"
 DEFAULT_MAX_TOKENS = 600
 
 
-def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int | None = None) -> int:
+def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int | None = None, model: str = "bundled") -> int:
     from mlx_lm.utils import load_tokenizer
 
     from .data.importer import import_prompts, write_records
@@ -37,8 +37,11 @@ def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int
             raise NbpError(_("{path} not found; quickstart runs from a source checkout of nbp-mlx").format(path=required))
 
     step = _step_printer(console)
-    step(_("Loading the bundled model (the first run imports the GGUF into MLX, about a minute)"))
-    resolved = resolve_model("bundled", progress)
+    if model == "bundled":
+        step(_("Loading the bundled model (the first run imports the GGUF into MLX, about a minute)"))
+    else:
+        step(_("Loading the model {model}").format(model=model))
+    resolved = resolve_model(model, progress)
     console.print(_("model folder: {path} ({device})").format(path=resolved.path, device=device_label()), style="dim")
 
     step(_("Importing the sample prompts"))
@@ -48,7 +51,12 @@ def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int
     console.print(_("{count} prompts ({json} JSON, {text} text) -> {path}").format(count=len(result.records), json=result.json_count, text=result.text_count, path=records_path))
 
     step(_("Preparing the dataset"))
-    overrides = {"dataset_dir": str(work_dir / "dataset"), "output_dir": str(work_dir / "adapters"), "max_steps": max_steps}
+    overrides = {
+        "dataset_dir": str(work_dir / "dataset"),
+        "output_dir": str(work_dir / "adapters"),
+        "max_steps": max_steps,
+        "model_name_or_path": model,
+    }
     config = load_config(QUICKSTART_CONFIG, overrides)
     tokenizer = load_tokenizer(resolved.path)
     report = prepare_dataset(records_path, config.dataset_dir, tokenizer, max_seq_length=config.max_seq_length,

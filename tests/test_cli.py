@@ -92,3 +92,16 @@ def test_language_switch_translates_messages():
         assert i18n._("training examples") != "training examples"
     finally:
         i18n.set_language("en")
+
+
+def test_quickstart_runs_end_to_end_on_tiny_model(tmp_path, tiny_model_dir, capsys):
+    code = main([
+        "quickstart", "--model", str(tiny_model_dir), "--work-dir", str(tmp_path / "qs"),
+        "--max-steps", "2", "--max-tokens", "8",
+    ])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "Quickstart finished" in captured.err
+    assert (tmp_path / "qs" / "adapters" / "quickstart" / "adapters.safetensors").is_file()
+    assert (tmp_path / "qs" / "dataset" / "train.jsonl").is_file()
+    assert "python -m nbp_mlx train --config configs/train_config.yaml" in captured.err

@@ -293,7 +293,7 @@ def test_gguf_tokenizer_metadata(exported):
     tokens = _field(reader, "tokenizer.ggml.tokens")
     types = _field(reader, "tokenizer.ggml.token_type")
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert _field(reader, "tokenizer.ggml.pre") == "gpt-2"
+    assert _field(reader, "tokenizer.ggml.pre") == "qwen2"
     assert len(tokens) == len(tokenizer["model"]["vocab"])
     assert len(_field(reader, "tokenizer.ggml.merges")) == len(tokenizer["model"]["merges"])
     for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):

@@ -74,6 +74,8 @@ LAYER_NAMES = {
 }
 
 # llama.cpp pads the token list to the embedding size with unused entries.
+# The vocabulary size of the tiny test tokenizer (tests/tiny_model.py).
+TINY_VOCAB = 1500
 PADDING_TOKENS = 8
 
 QWEN2_SPLIT = (
@@ -315,7 +317,7 @@ def test_tied_import_writes_model_folder(tied_import):
     assert config["max_position_embeddings"] == 4096
     assert config["rope_theta"] == 1000000.0
     assert config["rms_norm_eps"] == pytest.approx(1e-6)
-    assert config["vocab_size"] == 600 + PADDING_TOKENS
+    assert config["vocab_size"] == TINY_VOCAB + PADDING_TOKENS
     assert config["eos_token_id"] == SPECIAL_TOKENS.index("<|im_end|>")
     assert config["bos_token_id"] == SPECIAL_TOKENS.index("<|endoftext|>")
 
@@ -328,10 +330,10 @@ def test_tied_import_matches_original_weights(tied_import, tiny_model_dir):
     assert "lm_head.weight" not in imported
     assert set(imported) == set(original)
     embedding = imported.pop("model.embed_tokens.weight")
-    assert embedding.shape == (600 + PADDING_TOKENS, 64)
+    assert embedding.shape == (TINY_VOCAB + PADDING_TOKENS, 64)
     embedding_original = original.pop("model.embed_tokens.weight")
     tolerance = TOLERANCES[Q8_0] * float(np.abs(embedding_original).max())
-    np.testing.assert_allclose(embedding[:600], embedding_original, atol=tolerance)
+    np.testing.assert_allclose(embedding[:TINY_VOCAB], embedding_original, atol=tolerance)
     for name, values in original.items():
         # Non-square tensors (k/v projections, MLP) fail here when the
         # [out, in] orientation is lost.
@@ -390,9 +392,9 @@ def test_tied_import_logits_match_original(tied_import, tiny_model_dir):
 
     expected = logits(original_model, ids)
     actual = logits(imported_model, ids)
-    assert actual.shape[-1] == 600 + PADDING_TOKENS
-    np.testing.assert_allclose(actual[..., :600], expected, atol=0.05 * float(np.abs(expected).max()))
-    assert np.mean(actual[..., :600].argmax(-1) == expected.argmax(-1)) > 0.9
+    assert actual.shape[-1] == TINY_VOCAB + PADDING_TOKENS
+    np.testing.assert_allclose(actual[..., :TINY_VOCAB], expected, atol=0.05 * float(np.abs(expected).max()))
+    assert np.mean(actual[..., :TINY_VOCAB].argmax(-1) == expected.argmax(-1)) > 0.9
 
 
 def test_untied_import_writes_lm_head(untied_model_dir, tmp_path):
@@ -405,15 +407,15 @@ def test_untied_import_writes_lm_head(untied_model_dir, tmp_path):
     assert config["tie_word_embeddings"] is False
     imported = load_weights(folder)
     original = load_weights(untied_model_dir)
-    np.testing.assert_allclose(imported["lm_head.weight"][:600], original["lm_head.weight"], atol=0.01)
-    assert not np.allclose(imported["lm_head.weight"][:600], imported["model.embed_tokens.weight"][:600], atol=0.1)
+    np.testing.assert_allclose(imported["lm_head.weight"][:TINY_VOCAB], original["lm_head.weight"], atol=0.01)
+    assert not np.allclose(imported["lm_head.weight"][:TINY_VOCAB], imported["model.embed_tokens.weight"][:TINY_VOCAB], atol=0.1)
 
     original_model, tokenizer = load(str(untied_model_dir))
     imported_model, _ = load(str(folder))
     ids = tokenizer.encode(SAMPLE_TEXTS[1])
     expected = logits(original_model, ids)
     np.testing.assert_allclose(
-        logits(imported_model, ids)[..., :600], expected, atol=0.05 * float(np.abs(expected).max())
+        logits(imported_model, ids)[..., :TINY_VOCAB], expected, atol=0.05 * float(np.abs(expected).max())
     )
 
 
@@ -438,7 +440,7 @@ def test_llama_import_undoes_qk_permutation(llama_model_dir, tmp_path):
     ids = original_tokenizer.encode(SAMPLE_TEXTS[0]).ids
     expected = logits(original_model, ids)
     np.testing.assert_allclose(
-        logits(imported_model, ids)[..., :600], expected, atol=0.05 * float(np.abs(expected).max())
+        logits(imported_model, ids)[..., :TINY_VOCAB], expected, atol=0.05 * float(np.abs(expected).max())
     )
 
     # add_bos_token puts <|endoftext|> (the BOS of this file) in front. The
@@ -466,7 +468,7 @@ def test_large_model_is_sharded(tied_gguf, tiny_model_dir, tmp_path, monkeypatch
     ids = tokenizer.encode(SAMPLE_TEXTS[0])
     expected = logits(original_model, ids)
     np.testing.assert_allclose(
-        logits(imported_model, ids)[..., :600], expected, atol=0.05 * float(np.abs(expected).max())
+        logits(imported_model, ids)[..., :TINY_VOCAB], expected, atol=0.05 * float(np.abs(expected).max())
     )
 
 
@@ -516,8 +518,8 @@ def test_special_tokens_encode_as_single_ids(tied_import):
 def test_unused_padding_tokens_left_out(tied_import):
     folder, _ = tied_import
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    assert tokenizer.token_to_id("[PAD600]") is None
-    assert tokenizer.get_vocab_size() == 600
+    assert tokenizer.token_to_id(f"[PAD{TINY_VOCAB}]") is None
+    assert tokenizer.get_vocab_size() == TINY_VOCAB
 
 
 def test_tokenizer_config_from_metadata(tied_import):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -30,9 +30,27 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 600) -> Tokenizer:
+SAMPLE_PROMPTS = Path(__file__).parent.parent / "data" / "sample_prompts.jsonl"
+
+
+def sample_corpus() -> list[str]:
+    """Return the project's sample prompts and descriptions, so that they tokenize to a realistic length."""
+    rows = [json.loads(line) for line in SAMPLE_PROMPTS.read_text(encoding="utf-8").splitlines()]
+    return [row["prompt"] for row in rows] + [row["description"] for row in rows]
+
+
+def build_tokenizer(vocab_size: int = 1500) -> Tokenizer:
+    from nbp_mlx.models.gguf_import import _QWEN2_SPLIT
+
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Qwen2's own pre-tokenizer: transformers applies it to every qwen2 model
+    # whatever tokenizer.json says, and llama.cpp calls it "qwen2".
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -40,7 +58,7 @@ def build_tokenizer(vocab_size: int = 600) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(CORPUS * 4 + sample_corpus(), trainer=trainer)
     return tokenizer
 
 

@@ -39,8 +39,15 @@ def render_chat_template(template: str, messages: list[dict[str, str]], *, add_g
     return formatter(messages=messages).prompt
 
 
-def open_gguf(gguf_path: str | Path, *, n_ctx: int = DEFAULT_CONTEXT, n_threads: int | None = None, vocab_only: bool = False):
-    """Load ``gguf_path`` with llama-cpp-python, raising ``BackendError`` with the fix when it cannot."""
+def open_gguf(
+    gguf_path: str | Path, *, n_ctx: int = DEFAULT_CONTEXT, n_threads: int | None = None, vocab_only: bool = False,
+    float32_cache: bool = False,
+):
+    """Load ``gguf_path`` with llama-cpp-python, raising ``BackendError`` with the fix when it cannot.
+
+    ``float32_cache`` keeps the attention KV cache in float32 (llama.cpp's default is
+    float16), for parity checks that compare logits with MLX's float32 path.
+    """
     try:
         import llama_cpp
     except ImportError as error:
@@ -53,8 +60,10 @@ def open_gguf(gguf_path: str | Path, *, n_ctx: int = DEFAULT_CONTEXT, n_threads:
             _("{path}: GGUF file not found; write one with `python -m nbp_mlx export gguf`").format(path=path)
         )
     try:
+        cache_type = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if float32_cache else {}
         return llama_cpp.Llama(
-            str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), vocab_only=vocab_only, verbose=False
+            str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), vocab_only=vocab_only, verbose=False,
+            **cache_type,
         )
     except ValueError as error:  # llama-cpp-python raises ValueError when llama.cpp rejects the file
         raise BackendError(

@@ -96,7 +96,7 @@ def check_export(
     messages = build_messages(description, "text")
     reference_prompt = list(with_adapter.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
     banned = set(with_adapter.tokenizer.eos_token_ids)
-    llm = open_gguf(gguf, n_ctx=len(reference_prompt) + tokens + 8)
+    llm = open_gguf(gguf, n_ctx=len(reference_prompt) + tokens + 8, float32_cache=True)
     try:
         template, system = _modelfile_template(modelfile)
         ollama_text = render_ollama_template(template, system=system, prompt=render_instruction(description, "text"))
