@@ -326,7 +326,7 @@ def _run_tui(args) -> int:
         from .errors import NbpError
 
         raise NbpError(_("the terminal app is not available in this installation ({error})").format(error=error)) from error
-    return tui_main([]) or 0
+    return tui_main(["--lang", args.lang] if args.lang else []) or 0
 
 
 def main(argv: list[str] | None = None) -> int:
