@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quickstart.add_argument("--work-dir", default="runs/quickstart", help=_("folder for the quickstart's files (default: %(default)s)"))
     quickstart.add_argument("--max-steps", type=int, default=None, help=_("optimizer updates to train (default: sized to finish in about 15 minutes on a 2-core CPU)"))
-    quickstart.add_argument("--max-tokens", type=int, default=600, help=_("maximum new tokens per generated prompt (default: %(default)s)"))
+    quickstart.add_argument("--max-tokens", type=int, default=400, help=_("maximum new tokens per generated prompt (default: %(default)s)"))
     quickstart.add_argument("--model", default="bundled", help=_("base model to fine-tune (default: %(default)s)"))
     quickstart.set_defaults(handler=_run_quickstart)
 
@@ -136,6 +136,8 @@ def _run_data_import(args) -> int:
     from .cli_progress import stderr_console
     from .data.importer import import_prompts, summarize, write_records
 
+    if Path(args.input).resolve() == Path(args.output).resolve():
+        raise NbpError(_("{path}: the output would overwrite the input file; pass another path with -o").format(path=args.output))
     result = import_prompts(args.input)
     write_records(args.output, result.records)
     summary = summarize(result)

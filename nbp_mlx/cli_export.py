@@ -129,7 +129,7 @@ def _warn_about_adapter(backend, adapter: str, console) -> None:
 
     llm = getattr(backend, "llm", None)
     recorded = llm.metadata.get(SOURCE_ADAPTER_KEY) if llm is not None else None
-    if recorded and Path(recorded).resolve() != Path(adapter).resolve():
+    if recorded and recorded != Path(adapter).resolve().name:
         console.print(
             _("warning: the GGUF was exported from {recorded}, not {adapter}; --adapter is ignored by this backend").format(
                 recorded=recorded, adapter=adapter

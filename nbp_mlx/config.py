@@ -204,6 +204,7 @@ class MlxLmPlan:
     decay_updates: int
     epochs: float
     num_layers: int
+    model_layers: int
     lora_parameters: dict[str, Any]
     learning_rate: float
     lr_schedule: dict[str, Any]
@@ -226,11 +227,17 @@ class MlxLmPlan:
             (_("warmup / decay (updates)"), f"{self.warmup_updates} / {self.decay_updates}"),
             (_("learning rate"), f"{self.learning_rate:g} ({self.lr_schedule['name']})"),
             (_("LoRA rank / scale / dropout"), f"{params['rank']} / {params['scale']:g} / {params['dropout']:g}"),
-            (_("LoRA layers"), _("all {count}").format(count=self.num_layers) if self.num_layers else "?"),
+            (_("LoRA layers"), self._layers_text()),
             (_("LoRA modules"), ", ".join(params["keys"])),
             (_("prompt masked from loss"), str(self.mask_prompt)),
             (_("max sequence length"), _("{count} tokens").format(count=self.max_seq_length)),
         ]
+
+
+    def _layers_text(self) -> str:
+        if self.num_layers >= self.model_layers:
+            return _("all {count}").format(count=self.num_layers)
+        return _("last {count} of {total}").format(count=self.num_layers, total=self.model_layers)
 
 
 def plan_training(config: TrainConfig, train_examples: int, model_layers: int) -> MlxLmPlan:
@@ -277,6 +284,7 @@ def plan_training(config: TrainConfig, train_examples: int, model_layers: int) -
         decay_updates=decay,
         epochs=epochs,
         num_layers=num_layers,
+        model_layers=model_layers,
         lora_parameters={
             "rank": config.lora_rank,
             "scale": config.lora_scale,

@@ -20,7 +20,7 @@ from .paths import REPO_DIR
 SAMPLE_DATA = REPO_DIR / "data" / "sample_prompts.jsonl"
 QUICKSTART_CONFIG = REPO_DIR / "configs" / "quickstart.yaml"
 DESCRIPTION = "霓虹街头的赛博朋克女孩"
-DEFAULT_MAX_TOKENS = 600
+DEFAULT_MAX_TOKENS = 400
 
 
 def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int | None = None, model: str = "bundled") -> int:
@@ -77,7 +77,7 @@ def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int
     # A short run on a 0.5B model falls into loops easily; a mild penalty keeps the demo readable.
     settings = GenerationSettings(max_tokens=max_tokens or DEFAULT_MAX_TOKENS, seed=0, repetition_penalty=1.15)
     for prompt_format in ("text", "json"):
-        console.print(_("{description}  [{format}]").format(description=DESCRIPTION, format=prompt_format), style="bold")
+        console.print(_("{description}  [{format}]").format(description=DESCRIPTION, format=prompt_format), style="bold", markup=False)
         stats = GenerationStats()
         for chunk in stream_generate(loaded, DESCRIPTION, prompt_format, settings, stats):
             write_stdout(chunk)
@@ -95,7 +95,9 @@ def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int
     console.print(_("Next, on your own data:"))
     for line in (
         "python -m nbp_mlx data import my_prompts.jsonl -o data/prompts.jsonl",
-        "python -m nbp_mlx data prepare --config configs/train_config.yaml",
+        "python -m nbp_mlx data describe --input data/prompts.jsonl --output data/described.jsonl",
+        "python -m nbp_mlx data augment --input data/described.jsonl --output data/augmented.jsonl",
+        "python -m nbp_mlx data prepare --input data/augmented.jsonl --config configs/train_config.yaml",
         "python -m nbp_mlx train --config configs/train_config.yaml",
         "python -m nbp_mlx generate \"霓虹街头的赛博朋克女孩\" --adapter adapters/<run>",
     ):

@@ -105,3 +105,39 @@ def test_quickstart_runs_end_to_end_on_tiny_model(tmp_path, tiny_model_dir, caps
     assert (tmp_path / "qs" / "adapters" / "quickstart" / "adapters.safetensors").is_file()
     assert (tmp_path / "qs" / "dataset" / "train.jsonl").is_file()
     assert "python -m nbp_mlx train --config configs/train_config.yaml" in captured.err
+
+
+def test_import_refuses_to_overwrite_its_input(tmp_path, capsys):
+    source = tmp_path / "prompts.jsonl"
+    source.write_text('{"prompt": "A red teapot."}\n', encoding="utf-8")
+    before = source.read_bytes()
+    assert main(["data", "import", str(source), "-o", str(source)]) == 2
+    assert "would overwrite the input file" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_import_into_a_folder_is_a_clear_error(tmp_path, capsys):
+    source = tmp_path / "prompts.jsonl"
+    source.write_text('{"prompt": "A red teapot."}\n', encoding="utf-8")
+    assert main(["data", "import", str(source), "-o", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "the output is a folder" in error
+    assert "Traceback" not in error
+    assert main(["data", "import", str(tmp_path), "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_plan_names_partial_layer_count():
+    from nbp_mlx.config import config_from_dict, plan_training
+
+    rows = dict(plan_training(config_from_dict({"lora_layers": 8}), 40, 24).describe())
+    assert rows["LoRA layers"] == "last 8 of 24"
+    assert dict(plan_training(config_from_dict({}), 40, 24).describe())["LoRA layers"] == "all 24"
+
+
+def test_export_ollama_rejects_a_file_that_is_not_gguf(tmp_path, capsys):
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("not a model")
+    assert main(["export", "ollama", "--gguf", str(fake), "--name", "nbp-test"]) == 2
+    assert "not a GGUF file" in capsys.readouterr().err
+    assert not (tmp_path / "Modelfile").exists()

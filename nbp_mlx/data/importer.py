@@ -133,6 +133,8 @@ def import_prompts(path: str | Path) -> ImportResult:
             names the line and the fix.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(path, None, _("is a folder; pass the prompt file inside it"))
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         reason = _("unsupported file type '{suffix}'; use one of: {supported}").format(
@@ -218,6 +220,8 @@ def write_records(path: str | Path, records: list[PromptRecord]) -> None:
     removed and an earlier file at ``path`` stays as it was.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(path, None, _("the output is a folder; pass a file path such as data/prompts.jsonl"))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
@@ -338,7 +342,7 @@ def _jsonl_error_reason(
         return _(
             "the last line is cut off (incomplete JSON: {message} at column {column}); the "
             "file was probably not written completely, so complete or delete this line"
-        ).format(message=error.msg, column=error.colno)
+        ).format(message=error.msg.removesuffix(" at"), column=error.colno)
 
     reason = _(
         "invalid JSON at column {column}: {message}; every line must be one complete JSON object"

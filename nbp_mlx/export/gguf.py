@@ -261,7 +261,8 @@ def _add_model_metadata(writer: GGUFWriter, config: dict[str, Any], outtype: str
 
     record = read_fuse_record(model_dir)
     if record:
-        writer.add_string(SOURCE_ADAPTER_KEY, str(record.get("adapter", "")))
+        # Only the adapter folder's name: the file is meant to be shared, and a full path would leak local folders.
+        writer.add_string(SOURCE_ADAPTER_KEY, Path(str(record.get("adapter", ""))).name)
         writer.add_string(SOURCE_BASE_MODEL_KEY, str(record.get("base_model", "")))
 
 

@@ -74,6 +74,9 @@ def write_modelfile(gguf: str | Path, name: str, *, run_create: bool = True) -> 
     gguf = Path(gguf)
     if not gguf.is_file():
         raise ExportError(_("{path}: GGUF file not found; write it first with `python -m nbp_mlx export gguf`").format(path=gguf))
+    with gguf.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise ExportError(_("{path}: not a GGUF file; write one with `python -m nbp_mlx export gguf`").format(path=gguf))
     if not MODEL_NAME.match(name):
         raise ExportError(
             _("invalid Ollama model name '{name}'; use lowercase letters, digits, '.', '-' and '_', with an optional ':tag'").format(name=name)
