@@ -105,6 +105,11 @@ def run_generate_with_backend(args) -> int:
     if args.adapter and backend.name != "mlx":
         _warn_about_adapter(backend, args.adapter, stderr_console)
     stderr_console.print(backend.describe(), style="dim")
+    if not args.adapter and backend.name == "mlx":
+        stderr_console.print(
+            _("no --adapter: the base model is not fine-tuned for this task, so expect short or off-format prompts"),
+            style="yellow",
+        )
 
     stats = GenerationStats()
     try:
