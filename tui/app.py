@@ -73,6 +73,7 @@ class NbpApp(App):
 
     def on_mount(self) -> None:
         self.update_status()
+        self.focus_active_tab()
 
     def update_status(self, model: str | None = None) -> None:
         """Show the model in use and the compute device in the header's sub-title."""
@@ -84,6 +85,20 @@ class NbpApp(App):
 
     def action_show_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab_id
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.focus_active_tab()
+
+    def focus_active_tab(self) -> None:
+        """Move the focus into the visible tab, so that keys never go to a hidden widget.
+
+        On the Generate tab the cursor goes to the description, the first thing a user types.
+        """
+        tabs = self.query_one("#tabs", TabbedContent)
+        if tabs.active == "generate":
+            self.query_one("#description").focus()
+        else:
+            self.set_focus(None)
 
     def active_screen_widget(self):
         tabs = self.query_one("#tabs", TabbedContent)
