@@ -25,6 +25,8 @@ def test_tab_snapshot(snap_compare, monkeypatch, tmp_path, tab, language):
     async def show_tab(pilot) -> None:
         # Wait for the tab underline animation, so that every run captures the same frame.
         await pilot.press(*TAB_KEYS[tab])
+        # The focused description shows a blinking cursor; a steady one captures the same frame every run.
+        pilot.app.query_one("#description").cursor_blink = False
         await pilot.wait_for_scheduled_animations()
         await pilot.pause(0.3)
 
