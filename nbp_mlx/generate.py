@@ -92,6 +92,13 @@ class IncrementalDecoder:
         return text.replace(REPLACEMENT_CHAR, "")
 
 
+def check_request(description: str, settings: GenerationSettings) -> None:
+    """Raise ``GenerationError`` for invalid settings or an empty description; every backend calls this first."""
+    settings.validate()
+    if not description.strip():
+        raise GenerationError(_("the description is empty; type a short Chinese description of the image"))
+
+
 def render_prompt_ids(tokenizer, description: str, prompt_format: PromptFormat) -> list[int]:
     """Return the token ids of the chat prompt exactly as training renders it."""
     messages = build_messages(description, prompt_format)
@@ -116,10 +123,8 @@ def stream_generate(
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     settings = settings or GenerationSettings()
-    settings.validate()
+    check_request(description, settings)
     stats = stats if stats is not None else GenerationStats()
-    if not description.strip():
-        raise GenerationError(_("the description is empty; type a short Chinese description of the image"))
 
     tokenizer = loaded.tokenizer
     prompt_ids = render_prompt_ids(tokenizer, description, prompt_format)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..generate import GenerationSettings, GenerationStats
+from ..generate import GenerationSettings, GenerationStats, check_request
 from ..i18n import _
 from ..models.loading import STOP_TOKENS
 from ..prompts import PromptFormat, build_messages
@@ -145,9 +145,7 @@ class LlamaCppBackend:
         stats: GenerationStats,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        settings.validate()
-        if not description.strip():
-            raise BackendError(_("the description is empty; type a short Chinese description of the image"))
+        check_request(description, settings)
         prompt_ids = prompt_token_ids(self.llm, build_messages(description, prompt_format))
         stats.prompt_tokens = len(prompt_ids)
         if stats.prompt_tokens + settings.max_tokens > self.llm.n_ctx():

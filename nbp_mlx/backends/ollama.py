@@ -20,7 +20,7 @@ try:  # anthropic 2.x installs the httpx API under the name httpx2
 except ImportError:  # pragma: no cover - depends on the installed client
     import httpx
 
-from ..generate import GenerationSettings, GenerationStats
+from ..generate import GenerationSettings, GenerationStats, check_request
 from ..i18n import _
 from ..prompts import SYSTEM_PROMPT, PromptFormat, render_instruction
 from . import BackendError
@@ -113,9 +113,7 @@ class OllamaBackend:
         stats: GenerationStats,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        settings.validate()
-        if not description.strip():
-            raise BackendError(_("the description is empty; type a short Chinese description of the image"))
+        check_request(description, settings)
         options = {"temperature": settings.temperature, "top_p": settings.top_p, "num_predict": settings.max_tokens}
         if settings.repetition_penalty:
             options.update(repeat_penalty=settings.repetition_penalty, repeat_last_n=64)
