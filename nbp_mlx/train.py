@@ -122,7 +122,7 @@ def train(
     stop: StopFlag | None = None,
     handle_sigint: bool = False,
 ) -> TrainResult:
-    """Train a LoRA adapter as ``config`` says and return where it was written.
+    """Train a LoRA adapter as ``config`` specifies and return the result with its run folder.
 
     With ``resume``, ``run_dir`` must hold a run saved by an earlier call; training
     continues from the iteration it reached, with its optimizer state and
@@ -322,7 +322,7 @@ class _Reporter:
         return time.perf_counter() - self.started
 
     def iteration_done(self, count: int) -> None:
-        # Called when mlx-lm asks for the next batch, that is after iteration ``count`` ran.
+        # Called when mlx-lm requests the next batch, that is after iteration ``count`` ran.
         self.iterations_seen = count
         iteration = self.offset + count
         rate = count / self.elapsed if self.elapsed > 0 else 0.0

@@ -29,7 +29,8 @@ def test_bundled_model_answers_in_english(bundled):
     settings = GenerationSettings(temperature=0.0, max_tokens=48)
     text = "".join(stream_generate(bundled, "霓虹街头的赛博朋克女孩", "text", settings, stats))
     assert stats.generated_tokens > 0
-    assert "<|im_end|>" not in text and "<|endoftext|>" not in text
+    assert "<|im_end|>" not in text
+    assert "<|endoftext|>" not in text
     assert "\ufffd" not in text
     latin = len(re.findall(r"[A-Za-z]", text))
     assert latin > 0.5 * len(text.replace(" ", ""))

@@ -59,7 +59,8 @@ def test_split_is_seeded_and_training_file_shuffled(tmp_path, tokenizer):
 
 def test_split_groups_seed_42_is_stable():
     train, valid = split_groups([f"g{index}" for index in range(20)])
-    assert len(valid) == 2 and len(train) == 18
+    assert len(valid) == 2
+    assert len(train) == 18
     assert split_groups([f"g{index}" for index in range(20)]) == (train, valid)
 
 
@@ -79,7 +80,8 @@ def test_valid_split_smaller_than_a_batch_is_an_error(tmp_path, tokenizer):
         prepare_dataset(records, tmp_path / "out", tokenizer, batch_size=4)
     message = str(error.value)
     assert "validation split has 1 pair(s), fewer than one batch of 4" in message
-    assert "add prompts" in message and "lower per_device_train_batch_size" in message
+    assert "add prompts" in message
+    assert "lower per_device_train_batch_size" in message
 
 
 def test_failed_prepare_keeps_earlier_output(tmp_path, tokenizer):

@@ -123,7 +123,8 @@ def test_stop_then_resume(prepared, tiny_model_dir):
     second = train(config, run_dir=first.run_dir, resume=True, observer=second_recorder)
     assert second.iterations_done == 8
     iterations = [event.iteration for event in second_recorder.of("iteration")]
-    assert iterations[0] == 5 and iterations[-1] == 8
+    assert iterations[0] == 5
+    assert iterations[-1] == 8
     learning_rates = [row["learning_rate"] for row in read_metrics(second.run_dir) if row["kind"] == "train"]
     assert all(rate == pytest.approx(0.01) for rate in learning_rates)
 

@@ -44,7 +44,7 @@ def build_tokenizer(vocab_size: int = 1500) -> Tokenizer:
 
     tokenizer = Tokenizer(models.BPE())
     # Qwen2's own pre-tokenizer: transformers applies it to every qwen2 model
-    # whatever tokenizer.json says, and llama.cpp calls it "qwen2".
+    # whatever tokenizer.json contains, and llama.cpp calls it "qwen2".
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
