@@ -130,7 +130,8 @@ def prepare_dataset(
         if length > max_seq_length:
             report.excluded_too_long.append({"group": pair.group, "description": pair.description, "tokens": length})
         else:
-            kept.append((pair, {"messages": messages, "group": pair.group}))
+            # mlx-lm reads only "messages"; the other keys let `eval` use the split.
+            kept.append((pair, {"messages": messages, "group": pair.group, "description": pair.description, "format": pair.format}))
         progress.update(index, len(pairs))
     progress.finish()
     if report.excluded_too_long:

@@ -9,6 +9,7 @@ import pytest
 
 from nbp_mlx.data.importer import (
     ImportResult,
+    fill_argument_slots,
     PromptRecord,
     import_prompts,
     normalize_prompt,
@@ -346,6 +347,9 @@ def test_duplicates_dropped_and_counted(tmp_path):
         "with_description": 2,
         "without_description": 1,
         "duplicates_dropped": 3,
+        "skipped_truncated": 0,
+        "descriptions_dropped": 0,
+        "slots_filled": 0,
     }
 
 
@@ -716,15 +720,95 @@ def test_read_records_truncated_file(tmp_path):
 # --- real data ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="the shared sample data set is not present")
+@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="../shared/data/nbp_public_sample.jsonl is not present")
 def test_shared_sample_imports():
     result = import_prompts(SHARED_SAMPLE)
-    source_lines = SHARED_SAMPLE.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in SHARED_SAMPLE.read_text(encoding="utf-8").splitlines()]
+    truncated = sum(row["likely_truncated"] for row in rows)
+    not_chinese = sum(not row["description_zh_is_chinese"] and not row["likely_truncated"] for row in rows)
 
-    assert len(result.records) + result.duplicates == len(source_lines)
-    assert result.with_description == len(result.records)
+    assert len(result.records) + result.duplicates + result.skipped_truncated == len(rows)
+    assert result.skipped_truncated == truncated
+    assert result.descriptions_dropped == not_chinese
+    assert result.with_description >= len(result.records) - not_chinese
+    assert all(record.description is not None or "dropped_description" in record.meta for record in result.records)
     assert result.json_count > 0
     assert result.text_count > 0
     for record in result.records:
         if record.format == "json":
             assert json.loads(record.prompt)
+
+
+@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="../shared/data/nbp_public_sample.jsonl is not present")
+def test_shared_sample_keep_flagged_imports_every_entry():
+    result = import_prompts(SHARED_SAMPLE, keep_flagged=True)
+    lines = SHARED_SAMPLE.read_text(encoding="utf-8").splitlines()
+
+    assert len(result.records) + result.duplicates == len(lines)
+    assert result.skipped_truncated == 0
+    assert result.descriptions_dropped == 0
+    assert result.with_description == len(result.records)
+
+
+def gallery_row(prompt, **flags) -> dict:
+    row = {"prompt": prompt, "description_zh": "雨夜街头的女孩", "title_zh": "雨夜", "likely_truncated": False, "description_zh_is_chinese": True}
+    row.update(flags)
+    return row
+
+
+def test_gallery_flags_skip_truncated_and_drop_foreign_descriptions(tmp_path):
+    path = write_jsonl(
+        tmp_path / "gallery.jsonl",
+        [
+            gallery_row("A girl on a rainy street at night, neon reflections."),
+            gallery_row("A lighthouse at dusk, long exposure, and then the", likely_truncated=True),
+            gallery_row("A red fox in snow, telephoto lens.", description_zh="A fox in the snow", description_zh_is_chinese=False),
+        ],
+    )
+
+    result = import_prompts(path)
+
+    assert [record.prompt for record in result.records] == [
+        "A girl on a rainy street at night, neon reflections.",
+        "A red fox in snow, telephoto lens.",
+    ]
+    assert result.skipped_truncated == 1
+    assert result.descriptions_dropped == 1
+    assert result.records[1].description is None
+    assert result.records[1].meta["dropped_description"] == "A fox in the snow"
+    assert summarize(result)["skipped_truncated"] == 1
+
+
+def test_gallery_flags_kept_on_request(tmp_path):
+    path = write_jsonl(tmp_path / "gallery.jsonl", [gallery_row("A lighthouse at dusk, and then the", likely_truncated=True)])
+
+    result = import_prompts(path, keep_flagged=True)
+
+    assert len(result.records) == 1
+    assert result.skipped_truncated == 0
+
+
+def test_every_entry_truncated_names_the_option(tmp_path):
+    path = write_jsonl(tmp_path / "gallery.jsonl", [gallery_row("A lighthouse at dusk, and", likely_truncated=True)])
+
+    error = import_error(path)
+
+    assert "--keep-flagged" in str(error)
+    assert str(path) in str(error)
+
+
+def test_argument_slots_take_their_defaults(tmp_path):
+    text = 'Portrait of {argument name="subject" default="an old fisherman"} in {argument name="place"}, 85mm.'
+    json_text = '{"subject": "{argument name=\\"who\\" default=\\"a young dancer\\"}", "lighting": "rim light"}'
+    path = write_jsonl(tmp_path / "slots.jsonl", [{"prompt": text}, {"prompt": json_text}])
+
+    result = import_prompts(path)
+
+    assert result.records[0].prompt == "Portrait of an old fisherman in place, 85mm."
+    assert result.records[1].format == "json"
+    assert json.loads(result.records[1].prompt) == {"subject": "a young dancer", "lighting": "rim light"}
+    assert result.slots_filled == 2
+
+
+def test_prompt_without_slots_is_unchanged():
+    assert fill_argument_slots("a {curly} brace and {argument}") == ("a {curly} brace and {argument}", 0)

@@ -42,6 +42,18 @@ Supported input files, chosen by extension:
 
 A record's ``source`` is ``FILE:LINE`` with the input file's name and the
 1-based line on which the record starts.
+
+Prompt galleries mark their entries with flags, and the importer honours
+them in JSONL and JSON files (pass ``keep_flagged=True`` to keep everything):
+
+- an entry with ``"likely_truncated": true`` is skipped, because a prompt cut
+  off in the middle would teach the model to stop mid-sentence;
+- an entry with ``"description_zh_is_chinese": false`` keeps its prompt but
+  loses its description, which ``data describe`` can then write anew.
+
+Template slots in Raycast's syntax, ``{argument name="subject" default="a
+cat"}``, are replaced by their default value (or by their name when there is
+no default) in every prompt, because the model should learn concrete prompts.
 """
 
 from __future__ import annotations
@@ -76,6 +88,9 @@ ADVISORY_KEYS = ("prompt_format",)
 _NBSP_TRANSLATION = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
 _FENCE = re.compile(r"\A```[\w+.-]*[ \t]*\n(?P<body>.*?)\n?[ \t]*```\Z", re.DOTALL)
 _DESCRIPTION_PREFIXES = ("描述:", "描述：", "description:")
+_ARGUMENT_SLOT = re.compile(
+    r'\{argument name=\\?"(?P<name>[^"\\]*)\\?"(?: default=\\?"(?P<default>[^"\\]*)\\?")?\}'
+)
 _RECORD_KEYS = {"id", "prompt", "format", "description", "source", "title", "meta"}
 _REQUIRED_RECORD_KEYS = ("id", "prompt", "format", "description", "source")
 
@@ -118,14 +133,18 @@ class ImportResult:
     text_count: int
     with_description: int
     source: Path
+    skipped_truncated: int = 0  # entries flagged "likely_truncated"
+    descriptions_dropped: int = 0  # descriptions flagged as not Chinese
+    slots_filled: int = 0  # prompts whose {argument ...} slots were replaced
 
 
-def import_prompts(path: str | Path) -> ImportResult:
+def import_prompts(path: str | Path, *, keep_flagged: bool = False) -> ImportResult:
     """Read prompts from a JSONL, JSON, CSV or plain-text file.
 
     Duplicate prompts (same id) are dropped and counted, keeping the first.
     When the first copy has no description or title, it takes them from the
-    duplicate.
+    duplicate. Gallery flags are honoured unless ``keep_flagged`` is set; see
+    the module docstring.
 
     Raises:
         DataFormatError: the file has an unsupported extension, cannot be read
@@ -158,7 +177,16 @@ def import_prompts(path: str | Path) -> ImportResult:
     if not entries:
         raise DataFormatError(path, None, _("no prompts found; add at least one prompt"))
 
-    records, duplicates = _deduplicate([_build_record(entry, path) for entry in entries])
+    screened = _screen_entries(entries, keep_flagged)
+    if not screened.entries:
+        raise DataFormatError(
+            path,
+            None,
+            _("all {count} entries are flagged \"likely_truncated\"; pass --keep-flagged to import them anyway").format(
+                count=len(entries)
+            ),
+        )
+    records, duplicates = _deduplicate([_build_record(entry, path) for entry in screened.entries])
     result = ImportResult(
         records=records,
         duplicates=duplicates,
@@ -166,6 +194,9 @@ def import_prompts(path: str | Path) -> ImportResult:
         text_count=sum(record.format == "text" for record in records),
         with_description=sum(record.description is not None for record in records),
         source=path,
+        skipped_truncated=screened.skipped_truncated,
+        descriptions_dropped=screened.descriptions_dropped,
+        slots_filled=screened.slots_filled,
     )
     logger.info(
         "Imported %d prompts from %s "
@@ -186,7 +217,23 @@ def summarize(result: ImportResult) -> dict[str, Any]:
         "with_description": result.with_description,
         "without_description": len(result.records) - result.with_description,
         "duplicates_dropped": result.duplicates,
+        "skipped_truncated": result.skipped_truncated,
+        "descriptions_dropped": result.descriptions_dropped,
+        "slots_filled": result.slots_filled,
     }
+
+
+def fill_argument_slots(prompt: str) -> tuple[str, int]:
+    """Replace Raycast ``{argument name=... default=...}`` slots; return the text and the number replaced."""
+    count = 0
+
+    def replace(match: re.Match) -> str:
+        nonlocal count
+        count += 1
+        default = match.group("default")
+        return default if default is not None else match.group("name")
+
+    return _ARGUMENT_SLOT.sub(replace, prompt), count
 
 
 def normalize_prompt(text: str) -> tuple[str, PromptFormat]:
@@ -528,6 +575,35 @@ def _entry_from_object(value: Any, path: Path, line: int) -> _Entry:
         title=_optional_string(value, title_key, path, line),
         meta={key: item for key, item in value.items() if key not in used},
     )
+
+
+# --- gallery flags and template slots --------------------------------------
+
+
+@dataclass
+class _Screened:
+    entries: list[_Entry]
+    skipped_truncated: int = 0
+    descriptions_dropped: int = 0
+    slots_filled: int = 0
+
+
+def _screen_entries(entries: list[_Entry], keep_flagged: bool) -> _Screened:
+    """Apply the gallery flags and fill template slots, as the module docstring describes."""
+    screened = _Screened(entries=[])
+    for entry in entries:
+        if not keep_flagged and entry.meta.get("likely_truncated") is True:
+            screened.skipped_truncated += 1
+            continue
+        if not keep_flagged and entry.meta.get("description_zh_is_chinese") is False and entry.description is not None:
+            entry.meta["dropped_description"] = entry.description
+            entry.description = None
+            screened.descriptions_dropped += 1
+        if isinstance(entry.prompt, str):
+            entry.prompt, filled = fill_argument_slots(entry.prompt)
+            screened.slots_filled += filled > 0
+        screened.entries.append(entry)
+    return screened
 
 
 # --- normalization and deduplication --------------------------------------
