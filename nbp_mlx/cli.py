@@ -65,6 +65,11 @@ def _add_data_commands(commands) -> None:
     )
     importer.add_argument("input", help=_("input file: .jsonl, .json, .csv, .txt or .md"))
     importer.add_argument("-o", "--output", default="data/prompts.jsonl", help=_("records file to write (default: %(default)s)"))
+    importer.add_argument(
+        "--keep-flagged",
+        action="store_true",
+        help=_("keep entries flagged likely_truncated and descriptions flagged as not Chinese"),
+    )
     importer.set_defaults(handler=_run_data_import)
 
     prepare = data_commands.add_parser(
@@ -138,7 +143,7 @@ def _run_data_import(args) -> int:
 
     if Path(args.input).resolve() == Path(args.output).resolve():
         raise NbpError(_("{path}: the output would overwrite the input file; pass another path with -o").format(path=args.output))
-    result = import_prompts(args.input)
+    result = import_prompts(args.input, keep_flagged=args.keep_flagged)
     write_records(args.output, result.records)
     summary = summarize(result)
     stderr_console.print(
@@ -147,6 +152,17 @@ def _run_data_import(args) -> int:
             described=result.with_description, duplicates=result.duplicates, output=args.output,
         )
     )
+    if result.skipped_truncated or result.descriptions_dropped:
+        stderr_console.print(
+            _("Skipped {truncated} entries flagged likely_truncated and removed {dropped} descriptions flagged as not Chinese (--keep-flagged keeps them).").format(
+                truncated=result.skipped_truncated, dropped=result.descriptions_dropped
+            ),
+            style="yellow",
+        )
+    if result.slots_filled:
+        stderr_console.print(
+            _("Filled the {{argument ...}} template slots of {count} prompts with their default values.").format(count=result.slots_filled)
+        )
     logger.debug("import summary: %s", summary)
     return 0
 
