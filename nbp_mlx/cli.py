@@ -121,6 +121,14 @@ def _add_generate_command(commands) -> None:
     generate.add_argument("--max-tokens", type=int, default=2048, help=_("maximum new tokens (default: %(default)s)"))
     generate.add_argument("--seed", type=int, help=_("random seed for reproducible sampling"))
     generate.add_argument("--repetition-penalty", type=float, help=_("penalty for tokens repeated within the last 64 tokens, e.g. 1.1 (default: off)"))
+    generate.add_argument(
+        "--json-schema", default="object", metavar="{object,nbp,PATH}",
+        help=_("JSON Schema that --format json output follows: object (any JSON object), nbp (the common Nano Banana Pro keys; subject is required) or a JSON Schema file (default: %(default)s)"),
+    )
+    generate.add_argument(
+        "--no-constrain", action="store_true",
+        help=_("with --format json, do not constrain decoding to the schema; only repair the output afterwards (for comparison)"),
+    )
     from .cli_export import add_backend_options, run_generate_with_backend
 
     add_backend_options(generate)
@@ -319,6 +327,7 @@ def _finish_reason_text(reason: str | None) -> str:
         "stop": _("stopped at the end-of-turn token"),
         "length": _("truncated at --max-tokens"),
         "cancelled": _("cancelled"),
+        "error": _("stopped because the JSON constraint rejected a token"),
     }.get(reason or "", _("unknown"))
 
 

@@ -8,6 +8,7 @@ extend the ``generate`` command with ``--backend``.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from .i18n import _
@@ -82,18 +83,29 @@ def add_backend_options(generate_parser) -> None:
 
 
 def run_generate_with_backend(args) -> int:
-    """Run ``generate`` with the backend chosen by ``args.backend``; print text to stdout and statistics to stderr."""
+    """Run ``generate`` with the backend chosen by ``args.backend``; print the prompt to stdout and statistics to stderr.
+
+    With ``--format json`` the exit status is 0 only when stdout contains one valid JSON document.
+    """
     from .backends.select import create_backend
     from .cli_progress import RichProgress, stderr_console, write_stdout
     from .generate import GenerationSettings, GenerationStats
+    from .json_constrain import load_json_schema
     from .models.loading import adapter_base_model
 
     model = args.model
     if model is None and args.adapter:
         model = adapter_base_model(Path(args.adapter))
+    schema_spec = getattr(args, "json_schema", "object")
+    constrain = not getattr(args, "no_constrain", False)
+    schema = None
+    if args.format == "json":
+        schema = load_json_schema(schema_spec)
+    elif schema_spec != "object" or not constrain:
+        stderr_console.print(_("--json-schema and --no-constrain apply to --format json only; they are ignored"), style="yellow")
     settings = GenerationSettings(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
-        repetition_penalty=getattr(args, "repetition_penalty", None),
+        repetition_penalty=getattr(args, "repetition_penalty", None), constrain_json=constrain, json_schema=schema,
     )
     settings.validate()
     backend, choice = create_backend(
@@ -111,21 +123,53 @@ def run_generate_with_backend(args) -> int:
             style="yellow",
         )
 
+    # A constrained JSON stream ends with the characters that close it, so it can go
+    # to stdout as it arrives. Unconstrained JSON may need rewriting by the repair
+    # pass, so its raw stream goes to stderr and stdout gets the result afterwards.
+    stream_to_stdout = args.format != "json" or constrain
+    write = write_stdout if stream_to_stdout else _write_stderr
     stats = GenerationStats()
     try:
         for chunk in backend.stream(args.description, args.format, settings, stats):
-            write_stdout(chunk)
+            write(chunk)
     finally:
         close = getattr(backend, "close", None)
         if close is not None:
             close()
-    write_stdout("\n")
-    from .cli import _print_generation_stats, report_json_validity
+    write("\n")
+    from .cli import _print_generation_stats
 
     _print_generation_stats(stats, stderr_console)
     if args.format == "json":
-        report_json_validity(stats.text, stderr_console)
+        return _finish_json_output(stats, stream_to_stdout, stderr_console)
     return 0
+
+
+JSON_METHOD_STYLES = {"constrained": "green", "server-constrained": "green", "as-is": "green", "failed": "red"}
+
+
+def _finish_json_output(stats, streamed_to_stdout: bool, console) -> int:
+    """Report how the JSON became valid, write it to stdout unless it streamed there, and return the exit status."""
+    from .cli_progress import write_stdout
+    from .generate import describe_json_method
+
+    console.print(describe_json_method(stats), style=JSON_METHOD_STYLES.get(stats.json_method, "yellow"), markup=False, highlight=False)
+    if stats.json_text is None:
+        return 1
+    if not streamed_to_stdout:
+        write_stdout(stats.json_text + "\n")
+        return 0
+    if stats.json_text == stats.text:
+        return 0
+    # Reached only when a constrained stream broke its constraint, e.g. an Ollama server that ignored "format".
+    console.print(_("the text streamed to stdout is not valid JSON; the repaired JSON follows:"), style="red")
+    console.print(stats.json_text, markup=False, highlight=False)
+    return 1
+
+
+def _write_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def _warn_about_adapter(backend, adapter: str, console) -> None:

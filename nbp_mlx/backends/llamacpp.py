@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..generate import GenerationSettings, GenerationStats, check_request
+from ..generate import GenerationSettings, GenerationStats, check_request, stream_json
 from ..i18n import _
+from ..json_constrain import ANY_OBJECT_SCHEMA
 from ..models.loading import STOP_TOKENS
 from ..prompts import PromptFormat, build_messages
 from . import BackendError
@@ -29,6 +32,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 4096
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+
+# Replacements for two rules of the GBNF that llama-cpp-python (0.3.36) writes for
+# a JSON Schema. Its "space" allows a single space, which forbids the indented JSON
+# the model is trained on, so this one matches llguidance's whitespace pattern on
+# the MLX path. Its "char" lets raw control characters into strings, which
+# json.loads rejects, so this one excludes them as llama.cpp's json.gbnf does.
+GBNF_RULES = {
+    "space": r"[ \t\n\r]{0,64}",
+    "char": r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})',
+}
 
 
 def render_chat_template(template: str, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
@@ -115,6 +128,44 @@ def greedy_token_ids(llm, prompt_ids: list[int], count: int, banned: set[int] = 
     return tokens, margins
 
 
+def json_schema_gbnf(schema: dict[str, Any] | None) -> str:
+    """Return a llama.cpp GBNF grammar for ``schema`` (None: any JSON object).
+
+    NOTE: llama-cpp-python's converter reads an empty subschema ``{}`` as "any
+    object", so a user's schema with ``{}`` allows less on this backend than on
+    MLX. ``json_constrain.ANY_VALUE`` is the form that means "any value" on both.
+    """
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        grammar = json_schema_to_gbnf(json.dumps(schema or ANY_OBJECT_SCHEMA))
+    except (AssertionError, ValueError) as error:  # how the converter reports an unsupported schema
+        raise BackendError(
+            _("llama.cpp cannot turn the JSON Schema into a grammar ({reason}); simplify the schema, or use --backend mlx").format(reason=error)
+        ) from error
+    for name, body in GBNF_RULES.items():
+        grammar = re.sub(rf"^{name} ::= .*$", lambda _match, line=f"{name} ::= {body}": line, grammar, flags=re.MULTILINE)
+    return grammar
+
+
+def json_grammar(llm, schema: dict[str, Any] | None):
+    """Return a ``LlamaGrammar`` for ``schema``, checked by llama.cpp's grammar parser."""
+    import llama_cpp
+    from llama_cpp.llama_grammar import LLAMA_GRAMMAR_DEFAULT_ROOT, LlamaGrammar
+
+    text = json_schema_gbnf(schema)
+    # llama-cpp-python adds the grammar sampler without checking it, and a grammar that
+    # llama.cpp cannot parse gives a NULL sampler, so the grammar is parsed once here.
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), LLAMA_GRAMMAR_DEFAULT_ROOT.encode("utf-8"))
+    if not sampler:
+        raise BackendError(
+            _("llama.cpp cannot parse the grammar made from the JSON Schema; simplify the schema, or use --backend mlx")
+        )
+    llama_cpp.llama_sampler_free(sampler)
+    return LlamaGrammar.from_string(text)
+
+
 def argmax_with_margin(logits: np.ndarray) -> tuple[int, float]:
     top_two = np.argpartition(-logits, 1)[:2]
     first, second = sorted(top_two, key=lambda index: -logits[index])
@@ -146,6 +197,15 @@ class LlamaCppBackend:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         check_request(description, settings)
+        grammar = None
+        if prompt_format == "json" and settings.constrain_json:
+            grammar = json_grammar(self.llm, settings.json_schema)
+        chunks = self._stream_tokens(description, prompt_format, settings, stats, should_stop, grammar)
+        if prompt_format == "json":
+            chunks = stream_json(chunks, stats, "constrained" if grammar is not None else None)
+        return chunks
+
+    def _stream_tokens(self, description, prompt_format, settings, stats, should_stop, grammar) -> Iterator[str]:
         prompt_ids = prompt_token_ids(self.llm, build_messages(description, prompt_format))
         stats.prompt_tokens = len(prompt_ids)
         if stats.prompt_tokens + settings.max_tokens > self.llm.n_ctx():
@@ -167,6 +227,9 @@ class LlamaCppBackend:
             min_p=0.0,
             # llama.cpp penalizes the last 64 tokens by default, the same window as the MLX path.
             repeat_penalty=settings.repetition_penalty or 1.0,
+            # The grammar sampler allows an end-of-generation token only once the JSON is complete,
+            # and nothing else after that (except trailing whitespace).
+            grammar=grammar,
         )
         for token in generator:
             if token in self.stop_ids:

@@ -20,8 +20,9 @@ try:  # anthropic 2.x installs the httpx API under the name httpx2
 except ImportError:  # pragma: no cover - depends on the installed client
     import httpx
 
-from ..generate import GenerationSettings, GenerationStats, check_request
+from ..generate import GenerationSettings, GenerationStats, check_request, stream_json
 from ..i18n import _
+from ..json_constrain import ANY_OBJECT_SCHEMA
 from ..prompts import SYSTEM_PROMPT, PromptFormat, render_instruction
 from . import BackendError
 
@@ -114,6 +115,13 @@ class OllamaBackend:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         check_request(description, settings)
+        constrained = prompt_format == "json" and settings.constrain_json
+        chunks = self._stream_chunks(description, prompt_format, settings, stats, should_stop, constrained)
+        if prompt_format == "json":
+            chunks = stream_json(chunks, stats, "server-constrained" if constrained else None)
+        return chunks
+
+    def _stream_chunks(self, description, prompt_format, settings, stats, should_stop, constrained: bool) -> Iterator[str]:
         options = {"temperature": settings.temperature, "top_p": settings.top_p, "num_predict": settings.max_tokens}
         if settings.repetition_penalty:
             options.update(repeat_penalty=settings.repetition_penalty, repeat_last_n=64)
@@ -127,6 +135,11 @@ class OllamaBackend:
             "stream": True,
             "options": options,
         }
+        if constrained:
+            # The server constrains decoding: "format" is "json", or a JSON Schema since Ollama 0.5.
+            # The default schema goes as "json", which older servers accept too.
+            schema = settings.json_schema or ANY_OBJECT_SCHEMA
+            request["format"] = "json" if schema == ANY_OBJECT_SCHEMA else schema
 
         started = time.perf_counter()
         first_token_at: float | None = None

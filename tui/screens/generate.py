@@ -18,7 +18,7 @@ from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from nbp_mlx.errors import NbpError
-from nbp_mlx.generate import GenerationSettings, GenerationStats
+from nbp_mlx.generate import GenerationSettings, GenerationStats, describe_json_method
 from nbp_mlx.i18n import _
 from nbp_mlx.json_repair import repair_json
 from nbp_mlx.paths import REPO_DIR
@@ -282,7 +282,7 @@ class GenerateScreen(Vertical):
             stats.finish_reason = "cancelled"
         self.query_one("#generation-stats", Static).update(self.stats_text(stats, len(self.last_text)))
         if message.request.prompt_format == "json" and not self._cancelled:
-            self.show_json_result(self.last_text)
+            self.show_json_result(self.last_text, stats)
         row = append_history({
             "description": message.request.description, "format": message.request.prompt_format,
             "model": message.request.model, "adapter": message.request.adapter, "backend": message.request.backend,
@@ -301,22 +301,28 @@ class GenerateScreen(Vertical):
             reason=reasons.get(stats.finish_reason or "", _("unknown")),
         )
 
-    def show_json_result(self, text: str) -> None:
-        """Pretty-print a JSON prompt and report whether it parses as generated, after repair, or not at all."""
+    def show_json_result(self, text: str, stats: GenerationStats | None = None) -> None:
+        """Pretty-print a JSON prompt and report whether it parses as generated, after repair, or not at all.
+
+        When ``stats`` records how the backend made the JSON valid, that line is shown as well.
+        """
         result = repair_json(text)
         status = self.query_one("#json-status", Static)
         if result.ok:
             pretty = json.dumps(result.value, ensure_ascii=False, indent=2)
             self.show_output(pretty)
         if result.ok and not result.actions:
-            status.update(_("valid JSON"))
+            message = _("valid JSON")
             status.set_classes("json-valid")
         elif result.ok:
-            status.update(_("the JSON output does not parse as generated; it parses after repair ({actions})").format(actions="; ".join(result.actions)))
+            message = _("the JSON output does not parse as generated; it parses after repair ({actions})").format(actions="; ".join(result.actions))
             status.set_classes("json-repaired")
         else:
-            status.update(_("the JSON output does not parse, and closing the truncated structure does not fix it"))
+            message = _("the JSON output does not parse, and closing the truncated structure does not fix it")
             status.set_classes("json-invalid")
+        if stats is not None and stats.json_method is not None:
+            message += "\n" + describe_json_method(stats)
+        status.update(message)
 
     # --- history, copy and save ------------------------------------------------------
 
