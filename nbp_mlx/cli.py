@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_export(commands)
 
+    from .cli_eval import register as register_eval
+
+    register_eval(commands)
+
     quickstart = commands.add_parser(
         "quickstart",
         help=_("run the whole path on the bundled model and the sample data: prepare, a short training run, generation"),
