@@ -4,10 +4,11 @@ Usage:
     python bench/bench_json_constraint.py [--tokens 96] [--adapter DIR] [--gguf FILE]
 
 For one description in JSON format, the script generates greedily with the
-constraint off and on, and reports tokens/s for each, the time the MLX mask
-takes per token (llguidance fills a bitmask over the 151,665-token vocabulary,
-numpy unpacks it, mx.where applies it), and whether each output parses. With
-``--gguf`` it does the same for llama.cpp, whose grammar sampler runs in C++.
+constraint off and on. It reports tokens/s for each and whether each raw
+output parses. It also reports the time the MLX mask takes per token: llguidance
+fills a bitmask over the 151,665-token vocabulary, numpy unpacks it and
+mx.where applies it. With ``--gguf`` it measures llama.cpp the same way, whose
+grammar sampler runs in C++.
 The output is one Markdown table with the machine and the date.
 """
 
@@ -57,11 +58,11 @@ def mask_cost_ms(loaded, tokens: int) -> float:
     from nbp_mlx.generate import GenerationSettings, GenerationStats, stream_generate
     from nbp_mlx.json_constrain import make_json_constraint
 
-    made = []
+    constraints = []
 
     def recording(tokenizer, schema):
         constraint = make_json_constraint(tokenizer, schema)
-        made.append(constraint)
+        constraints.append(constraint)
         return constraint
 
     # stream_generate imports make_json_constraint when it runs, so patching the module is enough.
@@ -71,7 +72,7 @@ def mask_cost_ms(loaded, tokens: int) -> float:
         list(stream_generate(loaded, DESCRIPTION, "json", settings, GenerationStats()))
     finally:
         json_constrain.make_json_constraint = make_json_constraint
-    constraint = made[0]
+    constraint = constraints[0]
     return 1000 * constraint.mask_seconds / max(constraint.mask_count, 1)
 
 
