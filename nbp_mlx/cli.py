@@ -302,19 +302,6 @@ def _print_plan(config) -> int:
     return 0
 
 
-def report_json_validity(text: str, console) -> None:
-    """Say whether a JSON prompt parses, and whether closing a truncated structure fixes it."""
-    from .json_repair import repair_json
-
-    result = repair_json(text)
-    if result.ok and not result.actions:
-        console.print(_("valid JSON"), style="green")
-    elif result.ok:
-        console.print(_("the JSON output does not parse as generated; it parses after repair ({actions})").format(actions="; ".join(result.actions)), style="yellow")
-    else:
-        console.print(_("the JSON output does not parse, and closing the truncated structure does not fix it"), style="red")
-
-
 def _print_generation_stats(stats, console) -> None:
     ttft = f"{stats.time_to_first_token:.2f}" if stats.time_to_first_token is not None else "?"
     console.print(

@@ -82,12 +82,12 @@ def run_quickstart(work_dir: Path, max_steps: int | None = None, max_tokens: int
         for chunk in stream_generate(loaded, DESCRIPTION, prompt_format, settings, stats):
             write_stdout(chunk)
         write_stdout("\n")
-        from .cli import _print_generation_stats, report_json_validity
+        from .cli import _print_generation_stats
+        from .generate import describe_json_method
 
         _print_generation_stats(stats, console)
         if prompt_format == "json":
-            _print_repaired_json(stats.text, console)
-            report_json_validity(stats.text, console)
+            console.print(describe_json_method(stats), markup=False, highlight=False)
 
     minutes = (time.perf_counter() - started) / 60
     console.print(_("Quickstart finished in {minutes:.1f} minutes.").format(minutes=minutes), style="bold green")
@@ -119,10 +119,3 @@ def _layer_count(model_path: Path) -> int:
     return int(json.loads((model_path / "config.json").read_text())["num_hidden_layers"])
 
 
-def _print_repaired_json(text: str, console) -> None:
-    from .json_repair import repair_json
-
-    result = repair_json(text)
-    if result.ok and result.actions:
-        console.print(_("repaired JSON:"), style="bold")
-        write_stdout(json.dumps(result.value, ensure_ascii=False, indent=2) + "\n")

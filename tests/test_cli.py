@@ -102,6 +102,7 @@ def test_quickstart_runs_end_to_end_on_tiny_model(tmp_path, tiny_model_dir, caps
     assert code == 0
     captured = capsys.readouterr()
     assert "Quickstart finished" in captured.err
+    assert "JSON method constrained" in captured.err
     assert (tmp_path / "qs" / "adapters" / "quickstart" / "adapters.safetensors").is_file()
     assert (tmp_path / "qs" / "dataset" / "train.jsonl").is_file()
     assert "python -m nbp_mlx train --config configs/train_config.yaml" in captured.err
