@@ -68,10 +68,11 @@ def build_systems(args, progress) -> list:
 
         model = args.model or (adapter_base_model(Path(args.adapter)) if args.adapter else None) or "bundled"
         if not args.no_base:
-            systems.append(EvalSystem("base", _("MLX: {model}, no adapter").format(model=model), partial(MlxBackend, model, None, progress)))
+            label = _("MLX: {model}, no adapter").format(model=model)
+            systems.append(EvalSystem("base", label, partial(MlxBackend, model, None, progress), key=f"mlx {model}"))
         if args.adapter:
             label = _("MLX: {model} + adapter {adapter}").format(model=model, adapter=args.adapter)
-            systems.append(EvalSystem("tuned", label, partial(MlxBackend, model, args.adapter, progress)))
+            systems.append(EvalSystem("tuned", label, partial(MlxBackend, model, args.adapter, progress), key=f"mlx {model} + {args.adapter}"))
     elif args.backend == "llamacpp":
         from .backends.llamacpp import LlamaCppBackend
 
@@ -79,13 +80,15 @@ def build_systems(args, progress) -> list:
             if path:
                 if not Path(path).is_file():
                     raise EvaluationError(_("{path}: GGUF file not found; write one with `python -m nbp_mlx export gguf`").format(path=path))
-                systems.append(EvalSystem(name, _("llama.cpp: {path}").format(path=path), partial(LlamaCppBackend, path)))
+                label = _("llama.cpp: {path}").format(path=path)
+                systems.append(EvalSystem(name, label, partial(LlamaCppBackend, path), key=f"llamacpp {path}"))
     else:
         from .backends.ollama import OllamaBackend
 
         for name, model in (("base", None if args.no_base else args.base_ollama_model), ("tuned", args.ollama_model)):
             if model:
-                systems.append(EvalSystem(name, _("Ollama: {model}").format(model=model), partial(OllamaBackend, model, args.ollama_host)))
+                label = _("Ollama: {model}").format(model=model)
+                systems.append(EvalSystem(name, label, partial(OllamaBackend, model, args.ollama_host), key=f"ollama {model}"))
     if not systems:
         hints = {
             "mlx": _("pass --adapter, or drop --no-base to evaluate the base model alone"),
@@ -151,11 +154,15 @@ def run_eval_command(args) -> int:
 def _print_summary(paths: dict, console) -> None:
     import json
 
+    from .evaluation.metrics import PROMPT_MAX_CHARS, PROMPT_MIN_CHARS
+
     report = json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
     for name, summary in report.get("summary", {}).items():
         console.print(
-            _("{system}: chrF {chrf}, {in_band} in the 500–2,000 band, JSON valid {json_valid}, {speed} tokens/s").format(
+            _("{system}: chrF {chrf}, {in_band} in the {low}–{high} character band, JSON valid {json_valid}, {speed} tokens/s").format(
                 system=name,
+                low=f"{PROMPT_MIN_CHARS:,}",
+                high=f"{PROMPT_MAX_CHARS:,}",
                 chrf=_number(summary.get("chrf_mean")),
                 in_band=_share(summary.get("in_band_rate")),
                 json_valid=_share(summary.get("json_valid_rate")),
@@ -165,8 +172,8 @@ def _print_summary(paths: dict, console) -> None:
     chrf = ((report.get("comparison") or {}).get("metrics") or {}).get("chrf")
     if chrf:
         console.print(
-            _("chrF tuned − base: {diff:+.2f} (95% CI {low:+.2f} to {high:+.2f})").format(
-                diff=chrf["mean_difference"], low=chrf["ci_low"], high=chrf["ci_high"]
+            _("chrF tuned − base: {diff:+.2f} ({percent:.0f}% CI {low:+.2f} to {high:+.2f})").format(
+                diff=chrf["mean_difference"], percent=100 * chrf["confidence"], low=chrf["ci_low"], high=chrf["ci_high"]
             ),
             style="bold",
         )

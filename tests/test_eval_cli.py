@@ -75,6 +75,8 @@ def test_rerun_generates_nothing_again(tiny_model_dir, adapter_dir, pairs_file, 
     monkeypatch.setattr(nbp_mlx.backends.MlxBackend, "__init__", refuse)
     assert run_eval(*args) == 0
     assert (out / "items-tuned.jsonl").read_text(encoding="utf-8") == before
+    # The system labels are translated, but the run matches in another language too.
+    assert main(["--lang", "zh", "eval", *args]) == 0
 
 
 def test_other_settings_same_folder_fail(tiny_model_dir, pairs_file, tmp_path, capsys):

@@ -160,7 +160,7 @@ def render_markdown(report: dict) -> str:
         sections.append(_render_comparison(report["comparison"]))
     sections.append(
         "## " + _("Charts") + "\n\n"
-        + f"![{_('Distributions of chrF, length and key-element coverage per system')}]({REPORT_PNG})"
+        + "![{alt}]({png})".format(alt=_("Distributions of chrF, length and key-element coverage per system"), png=REPORT_PNG)
     )
     sections.append(_render_examples(report["items"]))
     sections.append(_render_metric_notes())
@@ -406,7 +406,7 @@ def _render_metric_notes() -> str:
             "**English** (text prompts): the share of ASCII letters among all letters is at least {share}%. "
             "**CJK characters** counts Chinese, Japanese and Korean characters and fullwidth punctuation."
         ).format(share=f"{THRESHOLDS['english_min_ascii_share'] * 100:g}"),
-        _("**Special tokens**: chat-template markers such as <|im_end|>, <|endoftext|> or <think> in the output."),
+        _("**Special tokens**: chat-template markers such as `<|im_end|>`, `<|endoftext|>` or `<think>` in the output."),
         _(
             "**Valid JSON**: the stripped output parses with a strict JSON parser as an object or array, without "
             "repair. **JSON schema coverage**: share of the key groups subject, appearance, pose, environment, "

@@ -51,8 +51,9 @@ class EvalSystem:
     """A named backend; ``open`` builds it only when it has work to do."""
 
     name: str
-    label: str
+    label: str  # for people, in the user's language
     open: Callable[[], Any]
+    key: str = ""  # the backend and its files, untranslated, so a rerun in another language matches
 
 
 def load_eval_pairs(path: str | Path) -> list[EvalPair]:
@@ -159,7 +160,7 @@ def _check_or_write_run_file(out_dir: Path, pairs, systems, settings: Generation
         "pairs_file": pairs_file,
         "pair_ids": [pair.id for pair in pairs],
         "decoding": asdict(settings),
-        "systems": {system.name: system.label for system in systems},
+        "systems": {system.name: system.key or system.label for system in systems},
     }
     path = out_dir / RUN_FILE
     if path.exists():
@@ -206,7 +207,7 @@ def _pairs_from_split(path: Path) -> list[EvalPair]:
             raise DataFormatError(
                 path,
                 line,
-                _("this chat row has no \"description\" and \"format\" keys; datasets from older versions lack them, so run `python -m nbp_mlx data prepare` again"),
+                _("this chat row has no \"description\" key or no \"format\" of text or json; datasets from older versions lack them, so run `python -m nbp_mlx data prepare` again"),
             )
         messages = row.get("messages") or []
         reference = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
