@@ -222,3 +222,25 @@ def test_report_logs_missing_cjk_glyphs(tmp_path, systems, monkeypatch, caplog):
 
     assert paths["png"].read_bytes().startswith(PNG_SIGNATURE)
     assert "show as boxes" in caplog.text
+
+
+def test_report_side_by_side_orders_by_gain(tmp_path, systems):
+    paths = write_report(tmp_path, systems, SETTINGS)
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    report = json.loads(paths["json"].read_text(encoding="utf-8"))
+    section = markdown.split("## Side by side: base and tuned", 1)[1].split("\n## ", 1)[0]
+    headings = [line.split("**")[1] for line in section.splitlines() if line.startswith("**")]
+    base_chrf = {item["id"]: item["chrf"] for item in report["items"]["base"]}
+    gains = sorted(((item["chrf"] - base_chrf[item["id"]], item["id"]) for item in report["items"]["tuned"]), reverse=True)
+
+    # The three highest changes first, then the lowest of the rest.
+    assert headings == [item_id for _gain, item_id in gains[:3]] + [gains[3][1]]
+    assert "*base*" in section
+    assert "*tuned*" in section
+    assert "chrF " in section
+
+
+def test_report_single_system_has_no_side_by_side(tmp_path, systems):
+    markdown = write_report(tmp_path, {"tuned": systems["tuned"]}, SETTINGS)["markdown"].read_text(encoding="utf-8")
+
+    assert "## Side by side" not in markdown

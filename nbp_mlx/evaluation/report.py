@@ -158,6 +158,7 @@ def render_markdown(report: dict) -> str:
     ]
     if report["comparison"] is not None:
         sections.append(_render_comparison(report["comparison"]))
+        sections.append(_render_side_by_side(report["items"], report["comparison"]["base"], report["comparison"]["tuned"]))
     sections.append(
         "## " + _("Charts") + "\n\n"
         + "![{alt}]({png})".format(alt=_("Distributions of chrF, length and key-element coverage per system"), png=REPORT_PNG)
@@ -348,6 +349,42 @@ def _render_examples(items: dict[str, list[dict]]) -> str:
     return "\n\n".join(lines)
 
 
+def _render_side_by_side(items: dict[str, list[dict]], base: str, tuned: str) -> str:
+    """Show the paired items whose chrF changed most, up and down, with both outputs."""
+    base_by_key = {(item["id"], item["format"]): item for item in items.get(base, [])}
+    pairs = [
+        (base_by_key[(item["id"], item["format"])], item)
+        for item in items.get(tuned, [])
+        if (item["id"], item["format"]) in base_by_key
+        and item["chrf"] is not None
+        and base_by_key[(item["id"], item["format"])]["chrf"] is not None
+    ]
+    pairs.sort(key=lambda pair: pair[1]["chrf"] - pair[0]["chrf"])
+    chosen = list(reversed(pairs[-EXAMPLES_PER_END:])) + [pair for pair in pairs[:EXAMPLES_PER_END] if pair not in pairs[-EXAMPLES_PER_END:]]
+    lines = [
+        "## " + _("Side by side: {base} and {tuned}").format(base=_inline(base), tuned=_inline(tuned)),
+        _("The paired items with the highest and the lowest chrF change from {base} to {tuned}, each output cut to {count} characters.").format(
+            base=_inline(base), tuned=_inline(tuned), count=EXAMPLE_MAX_CHARS
+        ),
+    ]
+    if not chosen:
+        lines.append(_("No item has a chrF score in both systems."))
+    for base_item, tuned_item in chosen:
+        heading = f"**{_inline(str(tuned_item['id']))}** ({tuned_item['format']}) {_inline(tuned_item['description'])}"
+        change = _("chrF {base_score} → {tuned_score}").format(
+            base_score=_number(base_item["chrf"], 2), tuned_score=_number(tuned_item["chrf"], 2)
+        )
+        lines.append(f"{heading}  \n{change}")
+        for name, item in ((base, base_item), (tuned, tuned_item)):
+            lines.append(f"*{_inline(name)}*\n\n{_fenced(_cut(item['output']), item['format'])}")
+    return "\n\n".join(lines)
+
+
+def _cut(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= EXAMPLE_MAX_CHARS else text[:EXAMPLE_MAX_CHARS] + "…"
+
+
 def _render_example(item: dict) -> str:
     facts = _(
         "chrF {chrf}, {length} characters, key-element coverage {coverage}, finish reason {finish_reason}"
@@ -362,9 +399,7 @@ def _render_example(item: dict) -> str:
         facts += "; " + _("missing elements: {elements}").format(elements=", ".join(missing))
     if item.get("degenerate"):
         facts += "; " + _("degenerate")
-    output = item["output"].strip()
-    if len(output) > EXAMPLE_MAX_CHARS:
-        output = output[:EXAMPLE_MAX_CHARS] + "…"
+    output = _cut(item["output"])
     heading = f"**{_inline(str(item['id']))}** ({item['format']}) {_inline(item['description'])}"
     return f"{heading}  \n{facts}\n\n{_fenced(output, item['format'])}"
 
