@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,17 @@ from .errors import NbpError
 from .i18n import _
 
 logger = logging.getLogger("nbp_mlx")
+
+
+def positive_int(text: str) -> int:
+    """Parse a whole number of 1 or more, for argparse's ``type=``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(_("expected a whole number, got {value!r}").format(value=text)) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(_("must be at least 1, got {value}").format(value=value))
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,8 +97,8 @@ def _add_data_commands(commands) -> None:
     prepare.add_argument("--config", help=_("training config; supplies model, dataset_dir, max_seq_length and batch size"))
     prepare.add_argument("--out-dir", help=_("output folder (default: dataset_dir of the config, else data/dataset)"))
     prepare.add_argument("--model", help=_("model whose tokenizer measures lengths (default: the config's, else bundled)"))
-    prepare.add_argument("--max-seq-length", type=int, help=_("longest sample to keep, in tokens (default: 2048)"))
-    prepare.add_argument("--batch-size", type=int, help=_("training batch size, in samples; each split needs at least one batch (default: 2)"))
+    prepare.add_argument("--max-seq-length", type=positive_int, help=_("longest sample to keep, in tokens (default: 2048)"))
+    prepare.add_argument("--batch-size", type=positive_int, help=_("training batch size, in samples; each split needs at least one batch (default: 2)"))
     prepare.set_defaults(handler=_run_data_prepare)
 
     from .cli_datagen import register as register_datagen
@@ -174,6 +186,13 @@ def _run_data_import(args) -> int:
     if result.slots_filled:
         stderr_console.print(
             _("Filled the {{argument ...}} template slots of {count} prompts with their default values.").format(count=result.slots_filled)
+        )
+    if result.slots_left:
+        stderr_console.print(
+            _("{count} records still contain an {{argument ...}} slot whose default has a double quote; edit those prompts or leave them out.").format(
+                count=result.slots_left
+            ),
+            style="yellow",
         )
     logger.debug("import summary: %s", summary)
     return 0
@@ -377,3 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout has gone (`... | head`); further writes would fail again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -19,6 +19,8 @@ DEFAULT_MAX_TOKENS = 1024
 
 
 def register(commands) -> None:
+    from .cli import positive_int
+
     evaluate = commands.add_parser(
         "eval",
         help=_("score generated prompts against reference pairs, base model against tuned"),
@@ -30,7 +32,7 @@ def register(commands) -> None:
     )
     evaluate.add_argument("--pairs", required=True, help=_("pairs file: a valid.jsonl from `data prepare`, or any file `data import` reads"))
     evaluate.add_argument("--out", default="runs/eval", help=_("report folder (default: %(default)s)"))
-    evaluate.add_argument("--limit", type=int, help=_("evaluate this many pairs, drawn with --seed (default: all)"))
+    evaluate.add_argument("--limit", type=positive_int, help=_("evaluate this many pairs, drawn with --seed (default: all)"))
 
     evaluate.add_argument("--backend", choices=["mlx", "llamacpp", "ollama"], default="mlx", help=_("generation engine (default: %(default)s)"))
     evaluate.add_argument("--adapter", help=_("LoRA adapter folder for the tuned system (mlx backend)"))
@@ -45,7 +47,7 @@ def register(commands) -> None:
     evaluate.add_argument("--temperature", type=float, default=0.0, help=_("sampling temperature; 0 is greedy and deterministic (default: %(default)s)"))
     evaluate.add_argument("--top-p", type=float, default=1.0, help=_("nucleus sampling probability mass (default: %(default)s)"))
     evaluate.add_argument("--seed", type=int, default=0, help=_("seed for drawing pairs, sampling and the bootstrap (default: %(default)s)"))
-    evaluate.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=_("maximum new tokens per prompt (default: %(default)s)"))
+    evaluate.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_TOKENS, help=_("maximum new tokens per prompt (default: %(default)s)"))
     evaluate.add_argument("--repetition-penalty", type=float, help=_("penalty for tokens repeated within the last 64 tokens (default: off)"))
 
     evaluate.add_argument("--json-schema", default="object", help=_("JSON Schema for JSON pairs: object, nbp or a file, as in `generate` (default: %(default)s)"))

@@ -150,7 +150,7 @@ def prepare_dataset(
     report.train_groups, report.valid_groups = len(train_groups), len(valid_groups)
     if len(train_rows) < batch_size:
         raise DatasetError(
-            _("the training split has {count} pair(s), fewer than one batch of {batch}; add prompts or lower per_device_train_batch_size").format(
+            _("the training split has {count} pair(s), fewer than one batch of {batch}; add prompts or lower --batch-size (per_device_train_batch_size in the config)").format(
                 count=len(train_rows), batch=batch_size
             )
         )
@@ -159,7 +159,7 @@ def prepare_dataset(
         raise DatasetError(
             _(
                 "the validation split has {count} pair(s), fewer than one batch of {batch}; add prompts "
-                "(about {needed} source prompts give a full validation batch) or lower per_device_train_batch_size"
+                "(about {needed} source prompts give a full validation batch) or lower --batch-size (per_device_train_batch_size in the config)"
             ).format(count=len(valid_rows), batch=batch_size, needed=needed)
         )
 

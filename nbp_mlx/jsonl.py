@@ -18,6 +18,16 @@ from .errors import DataFormatError
 from .i18n import _
 
 
+def _read_umask() -> int:
+    # Reading the umask means setting it, so it is read once at import, before any worker thread starts.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +37,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             output.write(text)
             output.flush()
             os.fsync(output.fileno())
+        # mkstemp creates the file for its owner only; results get the usual umask-based mode.
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

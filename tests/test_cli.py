@@ -142,3 +142,28 @@ def test_export_ollama_rejects_a_file_that_is_not_gguf(tmp_path, capsys):
     assert main(["export", "ollama", "--gguf", str(fake), "--name", "nbp-test"]) == 2
     assert "not a GGUF file" in capsys.readouterr().err
     assert not (tmp_path / "Modelfile").exists()
+
+
+@pytest.mark.parametrize("option", ["--max-seq-length", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_prepare_rejects_bad_numbers(option, value, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["data", "prepare", option, value])
+
+    assert caught.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_generate_into_closed_pipe_exits_quietly(tiny_model_dir):
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head` that has already exited: every write fails with EPIPE
+    command = [sys.executable, "-m", "nbp_mlx", "generate", "霓虹街头", "--model", str(tiny_model_dir), "--max-tokens", "8"]
+    try:
+        completed = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+
+    assert "Traceback" not in completed.stderr
+    assert completed.returncode == 141

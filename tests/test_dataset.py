@@ -81,7 +81,7 @@ def test_valid_split_smaller_than_a_batch_is_an_error(tmp_path, tokenizer):
     message = str(error.value)
     assert "validation split has 1 pair(s), fewer than one batch of 4" in message
     assert "add prompts" in message
-    assert "lower per_device_train_batch_size" in message
+    assert "lower --batch-size (per_device_train_batch_size in the config)" in message
 
 
 def test_failed_prepare_keeps_earlier_output(tmp_path, tokenizer):

@@ -350,6 +350,7 @@ def test_duplicates_dropped_and_counted(tmp_path):
         "skipped_truncated": 0,
         "descriptions_dropped": 0,
         "slots_filled": 0,
+        "slots_left": 0,
     }
 
 
@@ -808,6 +809,22 @@ def test_argument_slots_take_their_defaults(tmp_path):
     assert result.records[1].format == "json"
     assert json.loads(result.records[1].prompt) == {"subject": "a young dancer", "lighting": "rim light"}
     assert result.slots_filled == 2
+    assert result.slots_left == 0
+
+
+def test_argument_slots_in_descriptions_and_quoted_defaults(tmp_path):
+    rows = [
+        {"prompt": 'A {argument name="animal" default="lion"} on a rock.', "description": '一头 {argument name="animal" default="狮子"} 站在岩石上'},
+        {"prompt": 'Portrait of {argument name="who" default="the "hero" of the photo"}.', "description": "照片里的人"},
+    ]
+    path = write_jsonl(tmp_path / "slots.jsonl", rows)
+
+    result = import_prompts(path)
+
+    assert result.records[0].description == "一头 狮子 站在岩石上"
+    assert result.records[0].prompt == "A lion on a rock."
+    assert result.slots_left == 1
+    assert "{argument name=" in result.records[1].prompt
 
 
 def test_prompt_without_slots_is_unchanged():

@@ -53,7 +53,9 @@ them in JSONL and JSON files (pass ``keep_flagged=True`` to keep everything):
 
 Template slots in Raycast's syntax, ``{argument name="subject" default="a
 cat"}``, are replaced by their default value (or by their name when there is
-no default) in every prompt, because the model should learn concrete prompts.
+no default) in every prompt and description, because the model should learn
+concrete prompts. A slot whose default contains a double quote is ambiguous
+and stays; ``ImportResult.slots_left`` counts the records that keep one.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class ImportResult:
     skipped_truncated: int = 0  # entries flagged "likely_truncated"
     descriptions_dropped: int = 0  # descriptions flagged as not Chinese
     slots_filled: int = 0  # prompts whose {argument ...} slots were replaced
+    slots_left: int = 0  # records that still contain a slot the pattern cannot read
 
 
 def import_prompts(path: str | Path, *, keep_flagged: bool = False) -> ImportResult:
@@ -197,6 +200,7 @@ def import_prompts(path: str | Path, *, keep_flagged: bool = False) -> ImportRes
         skipped_truncated=screened.skipped_truncated,
         descriptions_dropped=screened.descriptions_dropped,
         slots_filled=screened.slots_filled,
+        slots_left=sum(_has_slot(record.prompt) or _has_slot(record.description) for record in records),
     )
     logger.info(
         "Imported %d prompts from %s "
@@ -220,6 +224,7 @@ def summarize(result: ImportResult) -> dict[str, Any]:
         "skipped_truncated": result.skipped_truncated,
         "descriptions_dropped": result.descriptions_dropped,
         "slots_filled": result.slots_filled,
+        "slots_left": result.slots_left,
     }
 
 
@@ -602,8 +607,15 @@ def _screen_entries(entries: list[_Entry], keep_flagged: bool) -> _Screened:
         if isinstance(entry.prompt, str):
             entry.prompt, filled = fill_argument_slots(entry.prompt)
             screened.slots_filled += filled > 0
+        if entry.description is not None:
+            # Gallery descriptions sometimes repeat the slot of their prompt.
+            entry.description, _filled = fill_argument_slots(entry.description)
         screened.entries.append(entry)
     return screened
+
+
+def _has_slot(text: str | None) -> bool:
+    return text is not None and "{argument name=" in text
 
 
 # --- normalization and deduplication --------------------------------------
