@@ -63,6 +63,7 @@ def build_systems(args, progress) -> list:
     """Return the ``EvalSystem`` list (base first) that the arguments request."""
     from .evaluation.runner import EvalSystem, EvaluationError
 
+    _check_backend_options(args)
     systems = []
     if args.backend == "mlx":
         from .backends import MlxBackend
@@ -71,10 +72,10 @@ def build_systems(args, progress) -> list:
         model = args.model or (adapter_base_model(Path(args.adapter)) if args.adapter else None) or "bundled"
         if not args.no_base:
             label = _("MLX: {model}, no adapter").format(model=model)
-            systems.append(EvalSystem("base", label, partial(MlxBackend, model, None, progress), key=f"mlx {model}"))
+            systems.append(EvalSystem("base", label, partial(MlxBackend, model, None, progress), key=f"mlx {_file_key(model)}"))
         if args.adapter:
             label = _("MLX: {model} + adapter {adapter}").format(model=model, adapter=args.adapter)
-            systems.append(EvalSystem("tuned", label, partial(MlxBackend, model, args.adapter, progress), key=f"mlx {model} + {args.adapter}"))
+            systems.append(EvalSystem("tuned", label, partial(MlxBackend, model, args.adapter, progress), key=f"mlx {_file_key(model)} + {_file_key(args.adapter)}"))
     elif args.backend == "llamacpp":
         from .backends.llamacpp import LlamaCppBackend
 
@@ -83,7 +84,7 @@ def build_systems(args, progress) -> list:
                 if not Path(path).is_file():
                     raise EvaluationError(_("{path}: GGUF file not found; write one with `python -m nbp_mlx export gguf`").format(path=path))
                 label = _("llama.cpp: {path}").format(path=path)
-                systems.append(EvalSystem(name, label, partial(LlamaCppBackend, path), key=f"llamacpp {path}"))
+                systems.append(EvalSystem(name, label, partial(LlamaCppBackend, path), key=f"llamacpp {_file_key(path)}"))
     else:
         from .backends.ollama import OllamaBackend
 
@@ -99,6 +100,41 @@ def build_systems(args, progress) -> list:
         }
         raise EvaluationError(_("nothing to evaluate with --backend {backend}: {hint}").format(backend=args.backend, hint=hints[args.backend]))
     return systems
+
+
+# The options that only one backend reads.
+BACKEND_OPTIONS = {
+    "mlx": ("adapter", "model"),
+    "llamacpp": ("gguf", "base_gguf"),
+    "ollama": ("ollama_model", "base_ollama_model", "ollama_host"),
+}
+
+
+def _check_backend_options(args) -> None:
+    """Raise when an option of another backend is given, instead of silently ignoring it."""
+    from .evaluation.runner import EvaluationError
+
+    for backend, options in BACKEND_OPTIONS.items():
+        if backend == args.backend:
+            continue
+        for option in options:
+            if getattr(args, option, None):
+                flag = "--" + option.replace("_", "-")
+                raise EvaluationError(
+                    _("{flag} applies to --backend {backend}, but --backend is {chosen}; pass --backend {backend} or drop {flag}").format(
+                        flag=flag, backend=backend, chosen=args.backend
+                    )
+                )
+
+
+def _file_key(value: str) -> str:
+    """Return ``value`` with the size and modification time of the file or folder it names, so changed weights do not match."""
+    path = Path(value)
+    if not path.exists():
+        return value
+    files = [path] if path.is_file() else sorted(item for item in path.iterdir() if item.suffix in (".safetensors", ".gguf", ".json"))
+    stamps = ",".join(f"{item.name}:{item.stat().st_size}:{item.stat().st_mtime_ns}" for item in files)
+    return f"{path.resolve()} [{stamps}]"
 
 
 def run_eval_command(args) -> int:
@@ -157,6 +193,7 @@ def _print_summary(paths: dict, console) -> None:
     import json
 
     from .evaluation.metrics import PROMPT_MAX_CHARS, PROMPT_MIN_CHARS
+    from .evaluation.report import FEW_PAIRS, few_pairs_warning
 
     report = json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
     for name, summary in report.get("summary", {}).items():
@@ -179,6 +216,8 @@ def _print_summary(paths: dict, console) -> None:
             ),
             style="bold",
         )
+        if chrf["items"] < FEW_PAIRS:
+            console.print(few_pairs_warning(chrf["items"]), style="yellow")
     for path in paths.values():
         console.print(_("Wrote {path}").format(path=path), style="dim")
 

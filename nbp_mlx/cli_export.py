@@ -8,7 +8,9 @@ extend the ``generate`` command with ``--backend``.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .i18n import _
@@ -129,33 +131,74 @@ def run_generate_with_backend(args) -> int:
     stream_to_stdout = args.format != "json" or constrain
     write = write_stdout if stream_to_stdout else _write_stderr
     stats = GenerationStats()
+    stop = CtrlCStop()
     try:
-        for chunk in backend.stream(args.description, args.format, settings, stats):
-            write(chunk)
+        with stop:
+            for chunk in backend.stream(args.description, args.format, settings, stats, should_stop=stop.requested):
+                write(chunk)
     finally:
         close = getattr(backend, "close", None)
         if close is not None:
             close()
     write("\n")
+    if stats.finish_reason == "cancelled":
+        stderr_console.print(_("Stopped by Ctrl-C; what was generated so far is above."), style="yellow")
     from .cli import _print_generation_stats
 
     _print_generation_stats(stats, stderr_console)
-    if args.format == "json":
-        return _finish_json_output(stats, stream_to_stdout, stderr_console)
-    return 0
+    status = _finish_json_output(stats, stream_to_stdout, stderr_console, schema) if args.format == "json" else 0
+    return 130 if stats.finish_reason == "cancelled" else status
+
+
+class CtrlCStop:
+    """Turn the first Ctrl-C into a request to stop after the current token; a second one interrupts at once.
+
+    Stopping through the backend (instead of by KeyboardInterrupt) lets a JSON
+    stream end with its closing characters, so stdout still holds valid JSON.
+    """
+
+    def __init__(self):
+        self._requested = False
+        self._previous = None
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum, frame) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+
+    def __enter__(self) -> "CtrlCStop":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 JSON_METHOD_STYLES = {"constrained": "green", "server-constrained": "green", "as-is": "green", "failed": "red"}
 
 
-def _finish_json_output(stats, streamed_to_stdout: bool, console) -> int:
+def _finish_json_output(stats, streamed_to_stdout: bool, console, schema: dict | None = None) -> int:
     """Report how the JSON became valid, write it to stdout unless it streamed there, and return the exit status."""
+    import json
+
     from .cli_progress import write_stdout
     from .generate import describe_json_method
 
     console.print(describe_json_method(stats), style=JSON_METHOD_STYLES.get(stats.json_method, "yellow"), markup=False, highlight=False)
     if stats.json_text is None:
         return 1
+    missing = _missing_required_keys(json.loads(stats.json_text), schema)
+    if missing:
+        # A document closed early is valid JSON but may stop before the keys the schema requires.
+        console.print(
+            _("the JSON stopped before the required keys {keys}; raise --max-tokens for a complete document").format(keys=", ".join(missing)),
+            style="yellow",
+        )
     if not streamed_to_stdout:
         write_stdout(stats.json_text + "\n")
         return 0
@@ -165,6 +208,13 @@ def _finish_json_output(stats, streamed_to_stdout: bool, console) -> int:
     console.print(_("the text streamed to stdout is not valid JSON; the repaired JSON follows:"), style="red")
     console.print(stats.json_text, markup=False, highlight=False)
     return 1
+
+
+def _missing_required_keys(value, schema: dict | None) -> list[str]:
+    """Return the top-level keys that ``schema`` requires and ``value`` lacks."""
+    if not isinstance(value, dict) or not schema:
+        return []
+    return [key for key in schema.get("required", []) if key not in value]
 
 
 def _write_stderr(text: str) -> None:

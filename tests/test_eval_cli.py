@@ -119,3 +119,27 @@ def test_public_sample_pairs(tiny_model_dir, tmp_path):
 
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert len(run["pair_ids"]) == 3
+
+
+def test_option_of_other_backend_is_rejected(tiny_model_dir, pairs_file, tmp_path, capsys):
+    code = run_eval("--pairs", str(pairs_file), "--model", str(tiny_model_dir), "--gguf", str(tmp_path / "absent.gguf"), "--out", str(tmp_path / "eval"))
+
+    assert code == 2
+    assert "--gguf applies to --backend llamacpp" in capsys.readouterr().err
+
+
+def test_changed_adapter_is_not_reused(tiny_model_dir, adapter_dir, pairs_file, tmp_path, capsys):
+    import os
+
+    out = tmp_path / "eval"
+    args = ("--pairs", str(pairs_file), "--model", str(tiny_model_dir), "--adapter", str(adapter_dir), "--no-base",
+            "--max-tokens", "4", "--limit", "1", "--out", str(out))
+    assert run_eval(*args) == 0
+    weights = adapter_dir / "adapters.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # as if training wrote it again
+
+    code = run_eval(*args)
+
+    assert code == 2
+    assert "tuned: " in capsys.readouterr().err

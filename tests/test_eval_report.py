@@ -244,3 +244,19 @@ def test_report_single_system_has_no_side_by_side(tmp_path, systems):
     markdown = write_report(tmp_path, {"tuned": systems["tuned"]}, SETTINGS)["markdown"].read_text(encoding="utf-8")
 
     assert "## Side by side" not in markdown
+
+
+def test_report_two_items_split_lowest_highest(tmp_path, systems):
+    two = systems["tuned"][:2]
+    markdown = write_report(tmp_path, {"tuned": two}, SETTINGS)["markdown"].read_text(encoding="utf-8")
+    examples = markdown.split("## Examples", 1)[1]
+
+    assert examples.count("#### Lowest chrF") == 1
+    assert examples.count("#### Highest chrF") == 1
+    assert examples.count("**text-0**") + examples.count("**text-1**") == 2
+
+
+def test_report_warns_about_few_pairs(tmp_path, systems):
+    markdown = write_report(tmp_path, systems, SETTINGS)["markdown"].read_text(encoding="utf-8")
+
+    assert "Only 4 pairs" in markdown

@@ -31,6 +31,9 @@ class EchoBackend:
         self.closed = False
 
     def stream(self, description, prompt_format, settings, stats, should_stop=None):
+        if description == WARM_UP:
+            yield "warm"
+            return
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt
         self.calls.append(description)
@@ -40,6 +43,9 @@ class EchoBackend:
 
     def close(self):
         self.closed = True
+
+
+WARM_UP = "热身"
 
 
 def pairs(count: int) -> list[EvalPair]:
@@ -152,7 +158,7 @@ def test_run_rejects_other_settings(tmp_path):
     with pytest.raises(EvaluationError) as caught:
         run_systems(pairs(2), systems, GenerationSettings(temperature=0.0, max_tokens=16), tmp_path, pairs_file="p.jsonl")
 
-    assert "decoding" in str(caught.value)
+    assert "max_tokens: 8 → 16" in str(caught.value)
     assert "--out" in str(caught.value)
 
 
@@ -177,3 +183,42 @@ def test_run_adds_a_system_to_an_earlier_run(tmp_path):
 def test_run_without_systems_is_refused(tmp_path):
     with pytest.raises(EvaluationError):
         run_systems(pairs(1), [], GenerationSettings(), tmp_path, pairs_file="p.jsonl")
+
+
+def test_run_drops_cut_off_last_line(tmp_path):
+    calls: list[str] = []
+    settings = GenerationSettings(temperature=0.0, max_tokens=8)
+    systems = [EvalSystem("base", "echo base", lambda: EchoBackend(calls))]
+    run_systems(pairs(2), systems, settings, tmp_path, pairs_file="p.jsonl")
+    items = tmp_path / "items-base.jsonl"
+    lines = items.read_text(encoding="utf-8").splitlines(keepends=True)
+    items.write_text(lines[0] + lines[1][:20], encoding="utf-8")  # a crash in the middle of the second line
+
+    results = run_systems(pairs(2), systems, settings, tmp_path, pairs_file="p.jsonl")
+
+    assert calls == ["描述0", "描述1", "描述1"]
+    assert [item["id"] for item in results["base"]] == ["p-0", "p-1"]
+    assert len(items.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_run_out_must_be_a_folder(tmp_path):
+    existing = tmp_path / "report.jsonl"
+    existing.write_text("{}\n", encoding="utf-8")
+
+    with pytest.raises(EvaluationError) as caught:
+        run_systems(pairs(1), [EvalSystem("base", "echo", lambda: EchoBackend([]))], GenerationSettings(), existing, pairs_file="p.jsonl")
+
+    assert "--out must be a folder" in str(caught.value)
+
+
+def test_run_warms_up_before_timing(tmp_path):
+    seen: list[str] = []
+
+    class Recording(EchoBackend):
+        def stream(self, description, prompt_format, settings, stats, should_stop=None):
+            seen.append(description)
+            return super().stream(description, prompt_format, settings, stats, should_stop)
+
+    run_systems(pairs(1), [EvalSystem("base", "echo", lambda: Recording([]))], GenerationSettings(), tmp_path, pairs_file="p.jsonl")
+
+    assert seen == [WARM_UP, "描述0"]

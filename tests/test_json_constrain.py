@@ -413,3 +413,39 @@ def test_cli_bad_schema_file_exits_2(tiny_model_dir, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "broken.json" in error
     assert "invalid JSON" in error
+
+
+def test_cli_ctrl_c_still_prints_valid_json(tiny_model_dir, monkeypatch, capsys):
+    import signal
+
+    from nbp_mlx import cli_progress
+
+    written: list[str] = []
+    original = cli_progress.write_stdout
+
+    def write_and_interrupt(text: str) -> None:
+        original(text)
+        written.append(text)
+        if len(written) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C after the first chunk
+
+    monkeypatch.setattr(cli_progress, "write_stdout", write_and_interrupt)
+    code = main(["generate", DESCRIPTION, "--model", str(tiny_model_dir), "--format", "json", "--max-tokens", "200",
+                 "--temperature", "1.0", "--seed", "3"])
+    captured = capsys.readouterr()
+
+    assert code == 130
+    assert isinstance(json.loads(captured.out), dict)
+    assert "Ctrl-C" in captured.err
+
+
+def test_cli_warns_when_truncation_drops_required_key(tiny_model_dir, tmp_path, capsys):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"mood": {"type": "string"}}, "required": ["mood"]}), encoding="utf-8")
+
+    code = main(["generate", DESCRIPTION, "--model", str(tiny_model_dir), "--format", "json", "--json-schema", str(schema), "--max-tokens", "1"])
+    captured = capsys.readouterr()
+
+    assert code == 0
+    assert json.loads(captured.out) == {}
+    assert "required keys mood" in captured.err

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
 REPORT_PNG = "report.png"
+# Below this many pairs a bootstrap interval is too unstable to trust.
+FEW_PAIRS = 20
 EXAMPLES_PER_END = 3  # lowest and highest chrF examples shown per system
 EXAMPLE_MAX_CHARS = 600
 
@@ -266,6 +268,8 @@ def _render_comparison(comparison: dict) -> str:
             seed=comparison["seed"],
         ),
     ]
+    if comparison["matched_items"] < FEW_PAIRS:
+        lines.append(few_pairs_warning(comparison["matched_items"]))
 
     rows = []
     for key, label, decimals in _comparison_rows():
@@ -335,7 +339,8 @@ def _render_examples(items: dict[str, list[dict]]) -> str:
     lines = ["## " + _("Examples"), introduction]
     for name, scored in items.items():
         ranked = sorted((item for item in scored if item["chrf"] is not None), key=lambda item: item["chrf"])
-        lowest = ranked[:EXAMPLES_PER_END]
+        # With few items the lower half is "lowest" and the upper half "highest", so no item appears twice.
+        lowest = ranked[: min(EXAMPLES_PER_END, len(ranked) // 2 or len(ranked))]
         highest = list(reversed(ranked[len(lowest) :]))[:EXAMPLES_PER_END]
         lines.append("### " + _inline(name))
         if not ranked:
@@ -347,6 +352,12 @@ def _render_examples(items: dict[str, list[dict]]) -> str:
             lines.append("#### " + _("Highest chrF"))
             lines.extend(_render_example(item) for item in highest)
     return "\n\n".join(lines)
+
+
+def few_pairs_warning(count: int) -> str:
+    return _("Only {count} pairs: with fewer than {few} the intervals are unstable, so evaluate more pairs before drawing conclusions.").format(
+        count=count, few=FEW_PAIRS
+    )
 
 
 def _render_side_by_side(items: dict[str, list[dict]], base: str, tuned: str) -> str:

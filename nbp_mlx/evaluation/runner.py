@@ -101,6 +101,8 @@ def run_systems(
         raise EvaluationError(_("no system to evaluate; pass --adapter, --gguf or --ollama-model"))
     progress = progress or NullProgress()
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EvaluationError(_("{path}: --out must be a folder, but this is a file; pass a folder path").format(path=out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_or_write_run_file(out_dir, pairs, systems, settings, pairs_file)
 
@@ -113,6 +115,7 @@ def run_systems(
             progress.message(system.label)
             backend = system.open()
             try:
+                _warm_up(backend, settings)
                 _generate_pending(backend, system, pending, settings, items_path, done, progress, len(pairs), should_stop)
             finally:
                 close = getattr(backend, "close", None)
@@ -120,6 +123,14 @@ def run_systems(
                     close()
         results[system.name] = [done[pair.id] for pair in pairs if pair.id in done]
     return results
+
+
+def _warm_up(backend, settings: GenerationSettings) -> None:
+    """Generate two tokens once, so the first timed item does not pay for loading and first-call setup."""
+    stats = GenerationStats()
+    warm_settings = GenerationSettings(temperature=0.0, max_tokens=2, seed=settings.seed)
+    for _chunk in backend.stream("热身", "text", warm_settings, stats):
+        pass
 
 
 def _generate_pending(backend, system, pending, settings, items_path, done, progress, total, should_stop) -> None:
@@ -172,24 +183,51 @@ def _check_or_write_run_file(out_dir: Path, pairs, systems, settings: Generation
                     path=path, reason=error
                 )
             ) from error
-        changed = [key for key in ("pairs_file", "pair_ids", "decoding") if found.get(key) != expected[key]]
-        changed += [
-            f"systems.{name}" for name, label in expected["systems"].items()
-            if name in found.get("systems", {}) and found["systems"][name] != label
-        ]
-        if changed:
+        changes = _describe_changes(found, expected)
+        if changes:
             raise EvaluationError(
-                _("{path}: this folder holds an evaluation with other settings ({keys}); pass another --out, or delete the folder to start over").format(
-                    path=out_dir, keys=", ".join(changed)
+                _("{path}: this folder contains an evaluation with other settings ({changes}); pass another --out, or delete the folder to start over").format(
+                    path=out_dir, changes="; ".join(changes)
                 )
             )
         expected["systems"] = {**found.get("systems", {}), **expected["systems"]}
     atomic_write_text(path, json.dumps(expected, ensure_ascii=False, indent=2) + "\n")
 
 
+def _describe_changes(found: dict, expected: dict) -> list[str]:
+    """Return one "key: before → now" text per setting that differs from the earlier run."""
+    changes = []
+    if found.get("pairs_file") != expected["pairs_file"]:
+        changes.append(f"pairs_file: {found.get('pairs_file')} → {expected['pairs_file']}")
+    if found.get("pair_ids") != expected["pair_ids"]:
+        changes.append(
+            _("the pairs: {before} earlier, {now} now (--limit or --seed changed, or the file did)").format(
+                before=len(found.get("pair_ids") or []), now=len(expected["pair_ids"])
+            )
+        )
+    before_decoding = found.get("decoding") or {}
+    for key, value in expected["decoding"].items():
+        if before_decoding.get(key) != value:
+            changes.append(f"{key}: {before_decoding.get(key)} → {value}")
+    for name, key in expected["systems"].items():
+        earlier = (found.get("systems") or {}).get(name)
+        if earlier is not None and earlier != key:
+            changes.append(f"{name}: {earlier} → {key}")
+    return changes
+
+
 def _read_done_items(path: Path) -> dict[str, dict[str, Any]]:
+    """Return the saved items by id; a last line cut off by a crash is removed from the file."""
     if not path.exists():
         return {}
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        logger.warning("%s: dropping a cut-off last line (%d bytes) left by an interrupted run", path, len(raw) - cut)
+        with path.open("r+b") as output:
+            output.truncate(cut)
+        if cut == 0:
+            return {}
     return {row["id"]: row for _line, row in iter_jsonl(path) if "id" in row}
 
 
