@@ -579,3 +579,12 @@ def test_compare_rejects_duplicate_ids():
     scored = [score_item(_item(id="a")), score_item(_item(id="a"))]
     with pytest.raises(EvaluationError, match="appears twice"):
         compare(scored, scored)
+
+
+def test_reference_band_is_the_baseline():
+    short_reference = score_item(_item(reference="A cat.", output="x" * 600))
+    long_reference = score_item(_item(reference="word " * 200, output="x" * 600))
+
+    assert short_reference["reference_in_band"] is False
+    assert long_reference["reference_in_band"] is True
+    assert summarize([short_reference, long_reference])["reference_in_band_rate"] == 0.5

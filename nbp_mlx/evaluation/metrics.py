@@ -128,6 +128,8 @@ def score_item(item: dict, terms: TermTable | None = None) -> dict:
         "chrf": sentence_chrf(stripped, item["reference"].strip()),
         "length_chars": len(stripped),
         "in_band": PROMPT_MIN_CHARS <= len(stripped) <= PROMPT_MAX_CHARS,
+        # Gallery references miss the band too, so the reference's share is the baseline to read in_band against.
+        "reference_in_band": PROMPT_MIN_CHARS <= len(item["reference"].strip()) <= PROMPT_MAX_CHARS,
     }
     scored.update(_repetition_scores(stripped))
 
@@ -370,6 +372,7 @@ def summarize(scored: Sequence[dict]) -> dict:
         "length_chars_mean": _mean(lengths),
         "length_chars_median": _median(lengths),
         "in_band_rate": _rate(scored, lambda item: item["in_band"]),
+        "reference_in_band_rate": _rate(scored, lambda item: item["reference_in_band"]),
         "below_band_rate": _rate(scored, lambda item: item["length_chars"] < PROMPT_MIN_CHARS),
         "above_band_rate": _rate(scored, lambda item: item["length_chars"] > PROMPT_MAX_CHARS),
         "longest_repeated_ngram_median": _median([item["longest_repeated_ngram"] for item in scored]),

@@ -203,6 +203,7 @@ def _summary_rows() -> list[tuple[str, Callable[[dict], str]]]:
         (_("Length in characters, mean"), lambda summary: _number(summary["length_chars_mean"], 0)),
         (_("Length in characters, median"), lambda summary: _number(summary["length_chars_median"], 0)),
         (_("In the {low}–{high} character band").format(**band), lambda summary: _percent(summary["in_band_rate"])),
+        (_("References in the {low}–{high} character band").format(**band), lambda summary: _percent(summary["reference_in_band_rate"])),
         (_("Shorter than {low} characters").format(**band), lambda summary: _percent(summary["below_band_rate"])),
         (_("Longer than {high} characters").format(**band), lambda summary: _percent(summary["above_band_rate"])),
         (_("Key-element coverage, mean"), lambda summary: _percent(summary["key_element_coverage_mean"])),
