@@ -211,6 +211,16 @@ def test_run_out_must_be_a_folder(tmp_path):
     assert "--out must be a folder" in str(caught.value)
 
 
+def test_run_out_below_a_file(tmp_path):
+    existing = tmp_path / "report.jsonl"
+    existing.write_text("{}\n", encoding="utf-8")
+
+    with pytest.raises(EvaluationError) as caught:
+        run_systems(pairs(1), [EvalSystem("base", "echo", lambda: EchoBackend([]))], GenerationSettings(), existing / "sub", pairs_file="p.jsonl")
+
+    assert "cannot create the report folder" in str(caught.value)
+
+
 def test_run_warms_up_before_timing(tmp_path):
     seen: list[str] = []
 

@@ -103,7 +103,12 @@ def run_systems(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise EvaluationError(_("{path}: --out must be a folder, but this is a file; pass a folder path").format(path=out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvaluationError(
+            _("{path}: cannot create the report folder ({reason}); pass another --out").format(path=out_dir, reason=error.strerror or error)
+        ) from error
     _check_or_write_run_file(out_dir, pairs, systems, settings, pairs_file)
 
     results: dict[str, list[dict[str, Any]]] = {}
