@@ -9,6 +9,7 @@ checkpoints that must survive a crash.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, Iterable, Iterator
 
 from .errors import DataFormatError
 from .i18n import _
+
+logger = logging.getLogger(__name__)
 
 
 def _read_umask() -> int:
@@ -60,6 +63,32 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         output.write(json.dumps(row, ensure_ascii=False) + "\n")
         output.flush()
         os.fsync(output.fileno())
+
+
+def read_without_torn_tail(path: str | Path, *, truncate: bool = True) -> bytes:
+    """Return the complete lines of an append-only JSONL file, without a last line torn by a crash.
+
+    A last line without its newline, or one that ends in a newline but is not
+    JSON, can only come from an interrupted append. With ``truncate`` it is also
+    removed from the file, so the next append starts on a clean line.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    complete = raw.rfind(b"\n") + 1
+    last_start = raw.rfind(b"\n", 0, max(complete - 1, 0)) + 1
+    if complete:
+        try:
+            json.loads(raw[last_start:complete])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            complete = last_start
+    if complete < len(raw):
+        logger.warning("Dropping a torn last line (%d bytes) from %s", len(raw) - complete, path)
+        if truncate:
+            with path.open("r+b") as handle:
+                handle.truncate(complete)
+                handle.flush()
+                os.fsync(handle.fileno())
+    return raw[:complete]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

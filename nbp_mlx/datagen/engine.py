@@ -47,7 +47,6 @@ import asyncio
 import email.utils
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -58,7 +57,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from ..errors import ConfigError, DataFormatError, NbpError
 from ..i18n import _
-from ..jsonl import append_jsonl, atomic_write_jsonl, atomic_write_text, iter_jsonl
+from ..jsonl import (
+    append_jsonl,
+    atomic_write_jsonl,
+    atomic_write_text,
+    iter_jsonl,
+    read_without_torn_tail,
+)
 from ..progress import NullProgress, Progress
 from .pricing import Usage, cost_usd, format_cost
 from .tasks import TASKS, DatagenTask, InvalidAnswer
@@ -667,24 +672,8 @@ class Checkpoint:
         self._lines = 0
         if not self.path.exists():
             return self.rows
-        raw = self.path.read_bytes()
-        complete = raw.rfind(b"\n") + 1
-        lines = raw[:complete].decode("utf-8").split("\n")[:-1]
-        if lines:
-            try:
-                json.loads(lines[-1])
-            except json.JSONDecodeError:
-                # A line that ends in a newline but is not JSON can only come
-                # from a torn write as well, so it contains no finished result.
-                complete -= len(lines[-1].encode("utf-8")) + 1
-                lines.pop()
-        if complete < len(raw):
-            logger.warning("Dropping a torn last line (%d bytes) from %s", len(raw) - complete, self.path)
-            if not self.read_only:
-                with self.path.open("r+b") as handle:
-                    handle.truncate(complete)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+        raw = read_without_torn_tail(self.path, truncate=not self.read_only)
+        lines = raw.decode("utf-8").split("\n")[:-1]
 
         for number, line in enumerate(lines, start=1):
             try:

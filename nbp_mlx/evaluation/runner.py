@@ -12,7 +12,7 @@ come from either kind of file:
 A *system* is a named backend, normally ``base`` (the model without the
 adapter) and ``tuned``. ``run_systems`` appends one line per generated prompt to
 ``items-<system>.jsonl`` in the output folder and flushes it, so a stopped
-evaluation resumes where it stopped; ``run.json`` holds the settings, and a
+evaluation resumes where it stopped; ``run.json`` contains the settings, and a
 rerun with other settings is rejected instead of mixing results.
 """
 
@@ -28,7 +28,7 @@ from typing import Any, Callable
 from ..errors import DataFormatError
 from ..generate import GenerationSettings, GenerationStats
 from ..i18n import _
-from ..jsonl import append_jsonl, atomic_write_text, iter_jsonl
+from ..jsonl import append_jsonl, atomic_write_text, iter_jsonl, read_without_torn_tail
 from ..progress import NullProgress, Progress
 from .metrics import EvaluationError
 
@@ -225,14 +225,8 @@ def _read_done_items(path: Path) -> dict[str, dict[str, Any]]:
     """Return the saved items by id; a last line cut off by a crash is removed from the file."""
     if not path.exists():
         return {}
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
-        logger.warning("%s: dropping a cut-off last line (%d bytes) left by an interrupted run", path, len(raw) - cut)
-        with path.open("r+b") as output:
-            output.truncate(cut)
-        if cut == 0:
-            return {}
+    if not read_without_torn_tail(path):
+        return {}
     return {row["id"]: row for _line, row in iter_jsonl(path) if "id" in row}
 
 
