@@ -129,6 +129,7 @@ def _check_backend_options(args) -> None:
 
 def _file_key(value: str) -> str:
     """Return ``value`` with the size and modification time of the file or folder it names, so changed weights do not match."""
+    # NOTE: a stamp, not a content hash: weights replaced with the same size and mtime would still match.
     path = Path(value)
     if not path.exists():
         return value

@@ -154,7 +154,7 @@ class CtrlCStop:
     """Turn the first Ctrl-C into a request to stop after the current token; a second one interrupts at once.
 
     Stopping through the backend (instead of by KeyboardInterrupt) lets a JSON
-    stream end with its closing characters, so stdout still holds valid JSON.
+    stream end with its closing characters, so stdout still contains valid JSON.
     """
 
     def __init__(self):

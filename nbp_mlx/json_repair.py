@@ -131,7 +131,9 @@ class StreamingJsonCloser:
     and nothing shown has to be taken back.
 
     Once a character cannot continue a JSON text, ``valid`` turns False and
-    ``feed`` passes that chunk and every later one through unchanged.
+    ``feed`` passes that chunk and every later one through unchanged. That is
+    why ``repair_json`` keeps its own, more lenient closer: unconstrained output
+    can be invalid long before the point where it was cut off.
     """
 
     def __init__(self) -> None:

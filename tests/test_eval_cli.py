@@ -69,10 +69,10 @@ def test_rerun_generates_nothing_again(tiny_model_dir, adapter_dir, pairs_file, 
 
     import nbp_mlx.backends
 
-    def refuse(*_args, **_kwargs):
+    def reject_load(*_args, **_kwargs):
         raise AssertionError("a finished evaluation loaded a model again")
 
-    monkeypatch.setattr(nbp_mlx.backends.MlxBackend, "__init__", refuse)
+    monkeypatch.setattr(nbp_mlx.backends.MlxBackend, "__init__", reject_load)
     assert run_eval(*args) == 0
     assert (out / "items-tuned.jsonl").read_text(encoding="utf-8") == before
     # The system labels are translated, but the run matches in another language too.
